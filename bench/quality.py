@@ -1,0 +1,319 @@
+"""Quality bench: score enhancement methods on the noisy/clean pairs of `pairs.py`.
+
+Metrics, each a mean over the pairs:
+  PESQ-WB  ITU-T P.862.2 wide-band MOS-LQO (python-pesq), 1.04 to 4.64
+  STOI     short-time objective intelligibility, 0 to 1 (pystoi)
+  ESTOI    extended STOI, better for fluctuating noise, 0 to 1 (pystoi)
+  SI-SDR   scale-invariant SDR in dB (Le Roux et al., ICASSP 2019)
+and the processing time in seconds per second of audio, on one thread.
+
+A second table checks transparency: each method run on the clean speech alone
+should give it back unharmed (PESQ-WB near 4.64).
+
+    python bench/quality.py
+    python bench/quality.py --methods "unprocessed,denoise spectral" --per-kind --per-snr
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pesq
+import pystoi
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # `engine` and `bench` without installing
+
+from bench.pairs import Pair, build_pairs, default_bench_data  # noqa: E402
+
+Enhancer = Callable[[np.ndarray, int], np.ndarray]
+
+
+def _unprocessed() -> Enhancer:
+    return lambda x, sample_rate: x
+
+
+def _noisereduce(stationary: bool) -> Callable[[], Enhancer]:
+    def factory() -> Enhancer:
+        import noisereduce
+
+        return lambda x, sample_rate: noisereduce.reduce_noise(
+            y=x, sr=sample_rate, stationary=stationary
+        )
+
+    return factory
+
+
+def _logmmse() -> Enhancer:
+    saved_errstate = np.geterr()
+    import logmmse  # its import runs np.seterr("raise") for the whole process
+
+    np.seterr(**saved_errstate)
+
+    def enhance(x: np.ndarray, sample_rate: int) -> np.ndarray:
+        # float32 in, float32 out: logmmse mangles float64 (returns a tuple) and
+        # drops the last partial frame, so pad back to the input length.
+        y = logmmse.logmmse(x.astype(np.float32), sample_rate)
+        return fit_length(y, len(x))
+
+    return enhance
+
+
+def _denoise(method: str) -> Callable[[], Enhancer]:
+    def factory() -> Enhancer:
+        from engine import enhance_array
+
+        return lambda x, sample_rate: enhance_array(x, sample_rate, method=method)
+
+    return factory
+
+
+# Name -> factory. A factory imports its package, so a missing one only skips that method.
+METHODS: dict[str, Callable[[], Enhancer]] = {
+    "unprocessed": _unprocessed,
+    "noisereduce stationary": _noisereduce(stationary=True),
+    "noisereduce non-stationary": _noisereduce(stationary=False),
+    "logmmse": _logmmse,
+    "denoise spectral": _denoise("spectral"),
+}
+
+
+@dataclass
+class Score:
+    """Metrics of one method on one pair."""
+
+    method: str
+    pair: str
+    noise_kind: str
+    snr_db: float | None
+    duration_s: float
+    seconds: float
+    pesq_wb: float
+    stoi: float
+    estoi: float
+    si_sdr_db: float
+
+
+def fit_length(x: np.ndarray, length: int) -> np.ndarray:
+    """Trim or zero-pad the last axis of `x` to `length` samples."""
+    if x.shape[-1] >= length:
+        return x[..., :length]
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, length - x.shape[-1])])
+
+
+def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """Scale-invariant SDR in dB: the estimate's energy along the (zero-mean)
+    reference against the energy of everything else."""
+    reference = reference.astype(np.float64) - reference.mean()
+    estimate = estimate.astype(np.float64) - estimate.mean()
+    eps = np.finfo(np.float64).eps
+    target = (estimate @ reference) / (reference @ reference + eps) * reference
+    residual = estimate - target
+    return float(10 * np.log10((target @ target + eps) / (residual @ residual + eps)))
+
+
+def pesq_wb(reference: np.ndarray, degraded: np.ndarray, sample_rate: int) -> float:
+    """Wide-band PESQ, or NaN when PESQ fails on the input.
+
+    PESQ raises PesqError subclasses (e.g. no utterance found) and ValueError
+    (e.g. on an all-zero output); one bad output should not end the whole run.
+    """
+    try:
+        return float(pesq.pesq(sample_rate, reference, degraded, "wb"))
+    except (pesq.PesqError, ValueError):
+        return math.nan
+
+
+def timed(enhance: Enhancer, x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
+    """Run `enhance`, check it kept the shape, return (output, seconds)."""
+    start = time.perf_counter()
+    y = np.asarray(enhance(x, sample_rate), dtype=np.float32)
+    seconds = time.perf_counter() - start
+    if y.shape != x.shape:
+        raise ValueError(f"method returned shape {y.shape} for input {x.shape}")
+    return y, seconds
+
+
+def score_pair(method: str, enhance: Enhancer, pair: Pair) -> Score:
+    enhanced, seconds = timed(enhance, pair.noisy, pair.sample_rate)
+    rate = pair.sample_rate
+    return Score(
+        method=method,
+        pair=pair.name,
+        noise_kind=pair.noise_kind,
+        snr_db=pair.snr_db,
+        duration_s=len(pair.noisy) / rate,
+        seconds=seconds,
+        pesq_wb=pesq_wb(pair.clean, enhanced, rate),
+        stoi=float(pystoi.stoi(pair.clean, enhanced, rate, extended=False)),
+        estoi=float(pystoi.stoi(pair.clean, enhanced, rate, extended=True)),
+        si_sdr_db=si_sdr(pair.clean, enhanced),
+    )
+
+
+def transparency(enhance: Enhancer, pairs: list[Pair]) -> list[float]:
+    """PESQ-WB of each clean utterance after enhancement, against itself."""
+    return [
+        pesq_wb(p.clean, timed(enhance, p.clean, p.sample_rate)[0], p.sample_rate) for p in pairs
+    ]
+
+
+def warm_up(enhance: Enhancer, pair: Pair) -> None:
+    """One untimed call, so one-off set-up cost is not billed to the first pair."""
+    enhance(pair.noisy[: pair.sample_rate], pair.sample_rate)
+
+
+def load_methods(names: list[str]) -> dict[str, Enhancer]:
+    """Build the selected methods, skipping (with a note) those whose import fails."""
+    loaded = {}
+    for name in names:
+        try:
+            loaded[name] = METHODS[name]()
+        except ImportError as error:
+            print(f"note: skipping {name!r}: {error}", file=sys.stderr)
+    return loaded
+
+
+def markdown_table(headers: list[str], rows: Iterable[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# Score field -> number format, in table column order.
+METRIC_FORMATS = {"pesq_wb": ".2f", "stoi": ".3f", "estoi": ".3f", "si_sdr_db": ".1f"}
+METRIC_HEADERS = ["PESQ-WB", "STOI", "ESTOI", "SI-SDR (dB)", "s per audio s"]
+
+
+def metric_cells(scores: list[Score]) -> list[str]:
+    """Metric means (NaN-skipping) and s per audio s (total time / total audio)."""
+    cells = [
+        format(np.nanmean([getattr(s, field) for s in scores]), fmt)
+        for field, fmt in METRIC_FORMATS.items()
+    ]
+    speed = sum(s.seconds for s in scores) / sum(s.duration_s for s in scores)
+    return [*cells, f"{speed:.4f}"]
+
+
+def summary_table(scores: dict[str, list[Score]]) -> str:
+    rows = [[method, *metric_cells(method_scores)] for method, method_scores in scores.items()]
+    return markdown_table(["method", *METRIC_HEADERS], rows)
+
+
+def breakdown_table(
+    scores: dict[str, list[Score]], label: str, key: Callable[[Score], str]
+) -> str:
+    """One row per (group, method), groups in first-seen order."""
+    rows = []
+    groups = dict.fromkeys(key(s) for method_scores in scores.values() for s in method_scores)
+    for group in groups:
+        for method, method_scores in scores.items():
+            in_group = [s for s in method_scores if key(s) == group]
+            rows.append([group, method, str(len(in_group)), *metric_cells(in_group)])
+    return markdown_table([label, "method", "n", *METRIC_HEADERS], rows)
+
+
+def snr_label(score: Score) -> str:
+    return "real" if score.snr_db is None else f"{score.snr_db:g} dB"
+
+
+def transparency_table(results: dict[str, list[float]]) -> str:
+    rows = []
+    for method, values in results.items():
+        failed = sum(math.isnan(v) for v in values)
+        count = f"{len(values)} ({failed} PESQ failed)" if failed else str(len(values))
+        rows.append([method, f"{np.nanmean(values):.2f}", f"{np.nanmin(values):.2f}", count])
+    return markdown_table(["method (clean input)", "PESQ-WB mean", "PESQ-WB min", "n"], rows)
+
+
+def pesq_failures(scores: dict[str, list[Score]]) -> list[str]:
+    return [
+        f"PESQ failed (NaN, left out of the mean) for {method!r} on: "
+        + ", ".join(s.pair for s in method_scores if math.isnan(s.pesq_wb))
+        for method, method_scores in scores.items()
+        if any(math.isnan(s.pesq_wb) for s in method_scores)
+    ]
+
+
+def write_json(
+    path: Path, scores: dict[str, list[Score]], clean_pesq: dict[str, list[float]]
+) -> None:
+    """Per-pair scores; NaN becomes null so the file is strict JSON."""
+
+    def clean(value: object) -> object:
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    records = [{k: clean(v) for k, v in asdict(s).items()} for ss in scores.values() for s in ss]
+    transparent = {m: [clean(v) for v in values] for m, values in clean_pesq.items()}
+    path.write_text(json.dumps({"pairs": records, "transparency_pesq_wb": transparent}, indent=1))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Score enhancement methods on the bench pairs.")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated, from: {', '.join(METHODS)} (default: all)",
+    )
+    parser.add_argument("--bench-data", type=Path, default=default_bench_data())
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N pairs")
+    parser.add_argument("--per-kind", action="store_true", help="also break down by noise kind")
+    parser.add_argument("--per-snr", action="store_true", help="also break down by SNR")
+    parser.add_argument("--json", type=Path, help="write per-pair scores here")
+    args = parser.parse_args()
+    args.methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    unknown = [name for name in args.methods if name not in METHODS]
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    return args
+
+
+def run(
+    methods: dict[str, Enhancer], pairs: list[Pair]
+) -> tuple[dict[str, list[Score]], dict[str, list[float]]]:
+    """Score every method on every pair, one method at a time."""
+    scores, clean_pesq = {}, {}
+    for name, enhance in methods.items():
+        started = time.perf_counter()
+        warm_up(enhance, pairs[0])
+        scores[name] = [score_pair(name, enhance, pair) for pair in pairs]
+        clean_pesq[name] = transparency(enhance, pairs)
+        print(f"scored {name!r} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return scores, clean_pesq
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)  # comparable timings; the bench's own choice, not the engine's
+    started = time.perf_counter()
+    pairs = build_pairs(args.bench_data, args.seed, args.limit)
+    methods = load_methods(args.methods)
+    scores, clean_pesq = run(methods, pairs)
+    audio_s = sum(len(p.noisy) / p.sample_rate for p in pairs)
+    print(f"{len(pairs)} pairs, {audio_s:.0f} s of 16 kHz audio\n")
+    print(summary_table(scores))
+    for line in pesq_failures(scores):
+        print(f"\n{line}")
+    if args.per_kind:
+        print("\n" + breakdown_table(scores, "noise", lambda s: s.noise_kind))
+    if args.per_snr:
+        print("\n" + breakdown_table(scores, "SNR", snr_label))
+    print("\n" + transparency_table(clean_pesq))
+    if args.json:
+        write_json(args.json, scores, clean_pesq)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""The ``denoise`` command: parse, call the engine, present the results.
+
+This is the one place that turns engine errors into one-line messages and
+exit codes: 0 when every file was done (or skipped), 1 when some failed, 2
+for a usage error, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+console = Console(stderr=True, highlight=False)
+
+EXAMPLES = """\
+Examples:
+
+  denoise in/ -o out/ --recursive        enhance a folder tree, mirrored in out/
+
+  denoise talk.mp3 -o talk-clean.flac    one file to another file and format
+
+  cat a.wav | denoise - -o - > b.wav     in a shell pipeline (stdin to stdout)
+"""
+
+
+class Method(str, Enum):
+    spectral = "spectral"
+
+
+def _spectral_options(atten_lim_db: float, strength: float,
+                      noise_file: Optional[Path]) -> dict:
+    options = {"atten_lim_db": atten_lim_db, "strength": strength}
+    if noise_file is not None:
+        options["noise_file"] = noise_file
+    return options
+
+
+@app.command(help="Enhance speech in audio files: remove background noise.\n\n" + EXAMPLES)
+def denoise(
+    inputs: Annotated[list[str], typer.Argument(
+        metavar="INPUT...", show_default=False,
+        help="Audio files or folders; '-' reads one file from standard input.")],
+    output: Annotated[str, typer.Option(
+        "-o", "--output", metavar="OUT",
+        help="Output folder (the input tree is mirrored there), an output file for a "
+             "single input, or '-' for standard output.")],
+    method: Annotated[Method, typer.Option(help="Enhancement method.")] = Method.spectral,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r",
+                                            help="Walk folders recursively.")] = False,
+    glob: Annotated[Optional[str], typer.Option(
+        metavar="PATTERN", help="Only take files whose name or relative path matches, "
+                                "e.g. '*.flac'.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Leave existing outputs as they are and skip their inputs.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be done; write nothing.")] = False,
+    jobs: Annotated[Optional[int], typer.Option(
+        "-j", "--jobs", min=1, help="Worker processes (default: all cores).")] = None,
+    json_lines: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object per file on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only print errors.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose",
+                                          help="Print a line for every file.")] = False,
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", help="Output container, e.g. WAV, FLAC, OGG (default: as the input).")] = None,
+    subtype: Annotated[Optional[str], typer.Option(
+        help="Output sample format, e.g. PCM_16, PCM_24, FLOAT (default: as the input).")] = None,
+    atten_lim: Annotated[float, typer.Option(
+        "--atten-lim", metavar="DB", min=0.1,
+        help="spectral: most attenuation of any time-frequency region, in dB; "
+             "lower keeps more background.")] = 15.0,
+    strength: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="spectral: 0 changes nothing, 1 applies the full "
+                               "noise reduction.")] = 1.0,
+    noise_file: Annotated[Optional[Path], typer.Option(
+        exists=True, dir_okay=False, help="spectral: a recording of the noise alone; "
+        "its spectrum is used instead of tracking the noise (for steady noise).")] = None,
+    segment: Annotated[float, typer.Option(
+        "--segment-s", min=1.0, help="Long files are processed in chunks of this many "
+                                     "seconds (memory use grows with it).")] = 30.0,
+) -> None:
+    from engine import Batch, BatchOptions, DenoiseError, plan_jobs
+
+    if overwrite and skip_existing:
+        _usage_error("--overwrite and --skip-existing cannot be used together")
+    if json_lines and output == "-":
+        _usage_error("--json prints to standard output, which '-o -' uses for audio")
+    for value, check in ((fmt, _check_format), (subtype, _check_subtype)):
+        if value is not None:
+            check(value)
+    options = BatchOptions(
+        method=method.value, jobs=jobs, fmt=fmt, subtype=subtype, segment_s=segment,
+        existing="overwrite" if overwrite else "skip" if skip_existing else "error",
+        backend_options=_spectral_options(atten_lim, strength, noise_file))
+    try:
+        jobs_list, problems = plan_jobs(inputs, output, recursive=recursive, pattern=glob,
+                                        overwrite=overwrite, fmt=fmt)
+        batch = Batch(jobs_list, options, stdout=sys.stdout.buffer if output == "-" else None)
+    except DenoiseError as error:
+        _usage_error(str(error))
+    except ValueError as error:
+        _usage_error(str(error))
+    for problem in problems:
+        _report_failure(str(problem), json_lines, problem.path)
+    failed = len(problems)
+    started = time.perf_counter()
+    results = batch.planned() if dry_run else None
+    show_progress = not (quiet or dry_run) and console.is_terminal
+    try:
+        with _progress_bar(show_progress) as bar:
+            task = bar.add_task("enhancing", total=batch.audio_s_total or None,
+                                files=f"0/{len(batch.files)}")
+            if results is None:
+                results = batch.run(on_progress=lambda p: bar.update(
+                    task, completed=p.audio_s_done, files=f"{p.files_done}/{p.files_total}"))
+            counts = {"done": 0, "skipped": 0, "failed": 0, "planned": 0}
+            for result in results:
+                counts[result.status] += 1
+                _present(result, json_lines, verbose, dry_run)
+    except KeyboardInterrupt:
+        console.print("interrupted: unfinished outputs were removed")
+        raise typer.Exit(130)
+    failed += counts["failed"]
+    if not quiet and not json_lines:
+        _summary(counts, failed, batch.audio_s_total, time.perf_counter() - started)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.fields[files]} files"),
+                    TextColumn("{task.completed:.0f}/{task.total:.0f} s audio"),
+                    TimeRemainingColumn(), console=console, disable=not enabled,
+                    transient=True)
+
+
+def _present(result, json_lines: bool, verbose: bool, dry_run: bool) -> None:
+    if json_lines:
+        print(json.dumps(result.to_dict()), flush=True)
+    if result.status == "failed":
+        if not json_lines:
+            console.print(f"error: {result.error}", markup=False)
+    elif dry_run and not json_lines:
+        console.print(f"would write {result.output}  (from {result.input})", markup=False)
+    elif verbose and not json_lines:
+        detail = ""
+        if result.status == "done":
+            detail = f"  ({result.duration_s:.1f} s audio, {result.seconds:.2f} s, " \
+                     f"{result.realtime_factor:.3f}x real time)"
+        console.print(f"{result.status}: {result.input} -> {result.output}{detail}", markup=False)
+
+
+def _report_failure(message: str, json_lines: bool, source: str) -> None:
+    if json_lines:
+        print(json.dumps({"input": source, "output": None, "status": "failed",
+                          "duration_s": None, "seconds": None, "realtime_factor": None,
+                          "error": message, "clipped_samples": 0}), flush=True)
+    else:
+        console.print(f"error: {message}", markup=False)
+
+
+def _summary(counts: dict, failed: int, audio_s: float, elapsed: float) -> None:
+    if counts["planned"]:
+        console.print(f"dry run: {counts['planned']} files would be written, "
+                      f"{counts['skipped']} skipped, {failed} failed")
+        return
+    parts = [f"{counts['done']} done"]
+    if counts["skipped"]:
+        parts.append(f"{counts['skipped']} skipped (output exists)")
+    if failed:
+        parts.append(f"{failed} failed")
+    console.print(f"{', '.join(parts)}; {audio_s:.1f} s of audio in {elapsed:.1f} s")
+
+
+def _check_format(value: str) -> None:
+    import soundfile as sf
+
+    if value.upper() not in sf.available_formats():
+        _usage_error(f"unknown --format {value!r}; choose from "
+                     f"{', '.join(sorted(sf.available_formats()))}")
+
+
+def _check_subtype(value: str) -> None:
+    import soundfile as sf
+
+    if value.upper() not in sf.available_subtypes():
+        _usage_error(f"unknown --subtype {value!r}; e.g. PCM_16, PCM_24, FLOAT")
+
+
+def _usage_error(message: str) -> None:
+    console.print(f"error: {message}", markup=False)
+    raise typer.Exit(2)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,208 @@
+"""Reading and writing audio files in blocks, safely.
+
+Reading: :func:`probe` checks a file once (soundfile/libsndfile) and
+:func:`read_frames` reads any span of it, so a chunk never needs the whole
+file in memory. Writing: :class:`AtomicWriter` writes to a hidden temporary
+name in the target folder and renames it only when complete, so an
+interrupted run never leaves a partial file under a real name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+
+from engine.errors import FileError
+
+# The containers libsndfile decodes that people use for speech; folder walks
+# take only these, and skip anything else quietly.
+AUDIO_SUFFIXES = frozenset(
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
+     ".aifc", ".au", ".snd", ".caf", ".w64", ".rf64"}
+)
+FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_I",
+                            "MPEG_LAYER_II", "MPEG_LAYER_III"})
+STDIO = "-"
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds, as its header says."""
+
+    frames: int
+    sample_rate: int
+    channels: int
+    format: str
+    subtype: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def _libsndfile_cause(error: Exception) -> str:
+    """libsndfile's reason without the file name it repeats."""
+    text = str(error).strip()
+    if ": " in text and text.startswith("Error opening"):
+        text = text.rsplit(": ", 1)[-1]
+    return text.rstrip(".").lower() or type(error).__name__
+
+
+def probe(path: Path) -> AudioInfo:
+    """Open ``path`` once and describe it, or raise a :class:`FileError`."""
+    if path.is_dir():
+        raise FileError(path, "is a folder, not an audio file")
+    try:
+        if path.stat().st_size == 0:
+            raise FileError(path, "file is empty (0 bytes)")
+        info = sf.info(str(path))
+    except FileError:
+        raise
+    except FileNotFoundError:
+        raise FileError(path, "no such file")
+    except PermissionError:
+        raise FileError(path, "permission denied")
+    except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        raise FileError(path, f"not a readable audio file ({_libsndfile_cause(error)})")
+    if info.frames <= 0:
+        raise FileError(path, "contains no audio samples (zero length)")
+    return AudioInfo(info.frames, info.samplerate, info.channels, info.format, info.subtype)
+
+
+def read_frames(path: Path, start: int, stop: int) -> np.ndarray:
+    """Frames ``[start, stop)`` as float32 ``[channels, frames]``.
+
+    Raises :class:`FileError` when the file ends early (a truncated file whose
+    header promised more) or holds NaN or infinite samples.
+    """
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            if start:
+                handle.seek(start)
+            block = handle.read(stop - start, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        raise FileError(path, f"read failed ({_libsndfile_cause(error)})")
+    if block.shape[0] < stop - start:
+        raise FileError(path, f"file is truncated: header promises {stop} samples, "
+                              f"data ends at {start + block.shape[0]}")
+    if not np.isfinite(block).all():
+        bad = int(np.count_nonzero(~np.isfinite(block)))
+        raise FileError(path, f"contains {bad} NaN or infinite samples")
+    return np.ascontiguousarray(block.T)
+
+
+def read_noise_file(path: Path, sample_rate: int, max_s: float = 60.0):
+    """Up to ``max_s`` of a noise recording, mono, at ``sample_rate`` (torch)."""
+    import torch
+    import torchaudio.functional as AF
+
+    info = probe(Path(path))
+    frames = min(info.frames, round(max_s * info.sample_rate))
+    noise = torch.from_numpy(read_frames(Path(path), 0, frames).mean(axis=0))
+    if info.sample_rate != sample_rate:
+        noise = AF.resample(noise, info.sample_rate, sample_rate)
+    return noise
+
+
+SUFFIX_FORMATS = {".wav": "WAV", ".wave": "WAV", ".flac": "FLAC", ".ogg": "OGG",
+                  ".oga": "OGG", ".opus": "OGG", ".mp3": "MP3", ".aif": "AIFF",
+                  ".aiff": "AIFF", ".aifc": "AIFF", ".au": "AU", ".snd": "AU",
+                  ".caf": "CAF", ".w64": "W64", ".rf64": "RF64"}
+
+
+def output_format(info: AudioInfo, target: Path | str, fmt: str | None,
+                  subtype: str | None) -> tuple[str, str]:
+    """The (format, subtype) to write: as asked, else as the target's suffix
+    says, else as the input; a subtype the format cannot hold becomes the
+    format's default. WAV when nothing else can be told.
+    """
+    fmt = (fmt or SUFFIX_FORMATS.get(Path(str(target)).suffix.lower()) or info.format).upper()
+    if sf.default_subtype(fmt) is None:
+        fmt = "WAV"
+    if subtype is None:
+        subtype = info.subtype if sf.check_format(fmt, info.subtype) else sf.default_subtype(fmt)
+    subtype = subtype.upper()
+    if not sf.check_format(fmt, subtype):
+        raise FileError(target, f"cannot write subtype {subtype} in format {fmt}")
+    return fmt, subtype
+
+
+class AtomicWriter:
+    """Write a file block by block under a temporary name; publish on commit.
+
+    The temporary file is hidden (leading dot) in the target's folder, so the
+    final rename is atomic on the same file system and folder walks skip it.
+    A target of ``-`` means standard output: the finished file is copied there.
+    """
+
+    def __init__(self, target: Path | str, sample_rate: int, channels: int,
+                 fmt: str, subtype: str, stdout: BinaryIO | None = None):
+        self.target = target
+        self._clip = subtype not in FLOAT_SUBTYPES
+        self._stdout = stdout
+        if str(target) == STDIO:
+            folder, stem = Path(tempfile.gettempdir()), "stdout"
+        else:
+            folder, stem = Path(target).parent, Path(target).name
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise FileError(target, f"cannot create output folder {folder} "
+                                        f"({error.strerror or error})")
+        try:
+            handle, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".partial", dir=folder)
+            os.close(handle)
+        except OSError as error:
+            raise FileError(target, f"output folder {folder} is not writable "
+                                    f"({error.strerror or error})")
+        self.temporary = Path(name)
+        try:
+            self._file = sf.SoundFile(name, "w", sample_rate, channels, subtype, format=fmt)
+        except (sf.LibsndfileError, RuntimeError, OSError) as error:
+            self.temporary.unlink(missing_ok=True)
+            raise FileError(target, f"cannot write {fmt}/{subtype}: {_libsndfile_cause(error)}")
+
+    def write(self, block: np.ndarray) -> int:
+        """Append ``[channels, frames]``; returns how many samples were clipped."""
+        clipped = 0
+        if self._clip:
+            over = np.abs(block) > 1.0
+            clipped = int(np.count_nonzero(over))
+            if clipped:
+                block = np.clip(block, -1.0, 1.0)
+        self._file.write(np.ascontiguousarray(block.T))
+        return clipped
+
+    def commit(self) -> None:
+        """Finish the file and give it its real name (or send it to stdout)."""
+        self._file.close()
+        if self._stdout is not None:
+            with open(self.temporary, "rb") as finished:
+                shutil.copyfileobj(finished, self._stdout)
+            self._stdout.flush()
+            self.temporary.unlink()
+        else:
+            os.replace(self.temporary, self.target)
+
+    def abort(self) -> None:
+        """Drop the partial file; the target is left as it was."""
+        if not self._file.closed:
+            self._file.close()
+        self.temporary.unlink(missing_ok=True)
+
+
+def spool_stdin(stream: BinaryIO | None = None) -> Path:
+    """Copy standard input to a temporary file so it can be read in blocks."""
+    stream = stream or sys.stdin.buffer
+    handle = tempfile.NamedTemporaryFile(prefix="denoise-stdin-", suffix=".audio", delete=False)
+    with handle:
+        shutil.copyfileobj(stream, handle)
+    return Path(handle.name)

@@ -1,0 +1,247 @@
+"""Running a batch: files and the chunks of long files across a worker pool.
+
+The parent process checks every file once (header, output policy), then
+streams chunk tasks to joblib workers. Results come back in completion order;
+the parent puts each file's chunks back in order, overlap-adds them and
+appends them to that file's temporary output, and renames the output when its
+last chunk is in. Memory stays bounded: at most a few chunks are in flight,
+and nothing holds a whole file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from joblib import Parallel, delayed
+
+from engine import backends
+from engine.audio_io import STDIO, AtomicWriter, AudioInfo, output_format, probe, spool_stdin
+from engine.chunking import Chunk, OverlapAdd, plan_chunks
+from engine.discovery import Job
+from engine.errors import FileError
+from engine.pipeline import ChunkResult, ChunkTask, run_chunk, worker_backend
+
+# Margin for the resampling filters' own reach at chunk edges.
+RESAMPLE_CONTEXT_S = 0.01
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How to process a batch; built once by the caller.
+
+    ``existing`` is what to do when an output exists: ``"error"`` (that file
+    fails), ``"overwrite"`` or ``"skip"``. ``segment_s`` is the length of the
+    chunks long files are cut into, ``overlap_s`` their cross-fade.
+    """
+
+    method: str = "spectral"
+    backend_options: dict = field(default_factory=dict)
+    jobs: int | None = None
+    existing: str = "error"
+    fmt: str | None = None
+    subtype: str | None = None
+    segment_s: float = 30.0
+    overlap_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.existing not in ("error", "overwrite", "skip"):
+            raise ValueError(f"existing must be error, overwrite or skip, not {self.existing!r}")
+        if not 0 <= self.overlap_s < self.segment_s:
+            raise ValueError("need 0 <= overlap_s < segment_s")
+
+
+@dataclass
+class FileResult:
+    """The outcome for one input; ``status`` is done, skipped, failed or planned."""
+
+    input: str
+    output: str
+    status: str
+    duration_s: float | None = None
+    seconds: float | None = None
+    error: str | None = None
+    clipped_samples: int = 0
+
+    @property
+    def realtime_factor(self) -> float | None:
+        """Processing seconds per second of audio (below 1 is faster than real time)."""
+        if self.seconds is None or not self.duration_s:
+            return None
+        return self.seconds / self.duration_s
+
+    def to_dict(self) -> dict:
+        record = asdict(self)
+        record["realtime_factor"] = self.realtime_factor
+        return record
+
+
+@dataclass(frozen=True)
+class Progress:
+    files_done: int
+    files_total: int
+    audio_s_done: float
+    audio_s_total: float
+
+
+def default_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass
+class _FileState:
+    """A file being processed: its plan, its writer and its reorder buffer."""
+
+    file_id: int
+    job: Job
+    path: Path
+    info: AudioInfo
+    chunks: list[Chunk]
+    fmt: str
+    subtype: str
+    writer: AtomicWriter | None = None
+    ola: OverlapAdd = field(default_factory=OverlapAdd)
+    waiting: dict[int, ChunkResult] = field(default_factory=dict)
+    next_index: int = 0
+    seconds: float = 0.0
+    clipped: int = 0
+    error: str | None = None
+
+    def result(self, status: str) -> FileResult:
+        return FileResult(self.job.source, self.job.output, status, self.info.duration_s,
+                          self.seconds, self.error, self.clipped)
+
+
+class Batch:
+    """A prepared batch: files checked, chunks planned, ready to :meth:`run`."""
+
+    def __init__(self, jobs: list[Job], options: BatchOptions, stdout: BinaryIO | None = None):
+        self.options = options
+        self.spec = backends.BackendSpec(options.method, dict(options.backend_options))
+        self.backend = backends.build(self.spec)
+        self._stdout = stdout
+        self._spooled: list[Path] = []
+        self.files: list[_FileState] = []
+        self.early: list[FileResult] = []
+        for job in jobs:
+            try:
+                state = self._prepare(len(self.files), job)
+            except FileError as error:
+                self.early.append(FileResult(job.source, job.output, "failed", error=str(error)))
+                continue
+            if state is None:
+                self.early.append(FileResult(job.source, job.output, "skipped"))
+            else:
+                self.files.append(state)
+
+    @property
+    def audio_s_total(self) -> float:
+        return sum(state.info.duration_s for state in self.files)
+
+    def _prepare(self, file_id: int, job: Job) -> _FileState | None:
+        target_exists = job.output != STDIO and Path(job.output).exists()
+        if target_exists and self.options.existing == "skip":
+            return None
+        if target_exists and self.options.existing == "error":
+            raise FileError(job.source, f"output {job.output} exists; pass --overwrite "
+                                        "to replace it or --skip-existing to keep it")
+        path = Path(job.source)
+        if job.source == STDIO:
+            path = spool_stdin()
+            self._spooled.append(path)
+        try:
+            info = probe(path)
+        except FileError as error:
+            raise FileError(job.source, error.cause)
+        fmt, subtype = output_format(info, job.output, self.options.fmt, self.options.subtype)
+        return _FileState(file_id, job, path, info, self._plan(info), fmt, subtype)
+
+    def _plan(self, info: AudioInfo) -> list[Chunk]:
+        rate = info.sample_rate
+        before, after = self.backend.context_frames(rate)
+        margin = round(RESAMPLE_CONTEXT_S * rate)
+        segment = max(1, round(self.options.segment_s * rate))
+        overlap = min(round(self.options.overlap_s * rate), segment - 1)
+        return plan_chunks(info.frames, segment, overlap, before + margin, after + margin)
+
+    def planned(self) -> Iterator[FileResult]:
+        """What :meth:`run` would do, without doing it (``--dry-run``)."""
+        yield from self.early
+        for state in self.files:
+            yield state.result("planned")
+        self.close()
+
+    def run(self, on_progress: Callable[[Progress], None] | None = None) -> Iterator[FileResult]:
+        """Process every file; yields one result per input as each finishes."""
+        yield from self.early
+        total_tasks = sum(len(state.chunks) for state in self.files)
+        jobs = max(1, min(self.options.jobs or default_jobs(), total_tasks))
+        threads = max(1, default_jobs() // jobs)
+        if jobs == 1:
+            worker_backend(self.spec, threads)
+        tasks = (delayed(run_chunk)(self.spec, threads, ChunkTask(
+                     state.file_id, str(state.path), state.job.source, state.info.sample_rate, chunk))
+                 for state in self.files for chunk in state.chunks)
+        files_done, audio_done = 0, 0.0
+        try:
+            parallel = Parallel(n_jobs=jobs, return_as="generator_unordered",
+                                pre_dispatch="2*n_jobs")
+            for result in parallel(tasks):
+                state = self.files[result.file_id]
+                finished = self._collect(state, result)
+                audio_done += (result.chunk.keep_stop - result.chunk.keep_start) / state.info.sample_rate
+                if finished is not None:
+                    files_done += 1
+                    yield finished
+                if on_progress is not None:
+                    on_progress(Progress(files_done, len(self.files), audio_done, self.audio_s_total))
+        finally:
+            self.close()
+
+    def _collect(self, state: _FileState, result: ChunkResult) -> FileResult | None:
+        """Take one chunk's result; returns the file's result once it is final."""
+        if state.error is not None:
+            return None
+        state.seconds += result.seconds
+        if result.error is not None:
+            return self._fail(state, result.error)
+        state.waiting[result.chunk.index] = result
+        try:
+            while state.next_index in state.waiting:
+                ready = state.waiting.pop(state.next_index)
+                if state.writer is None:
+                    state.writer = AtomicWriter(state.job.output, state.info.sample_rate,
+                                                state.info.channels, state.fmt, state.subtype,
+                                                self._stdout if state.job.output == STDIO else None)
+                state.clipped += state.writer.write(state.ola.add(ready.chunk, ready.kept))
+                state.next_index += 1
+            if state.next_index < len(state.chunks):
+                return None
+            state.writer.commit()
+            state.writer = None
+        except FileError as error:
+            return self._fail(state, str(error))
+        except OSError as error:
+            return self._fail(state, f"{state.job.output}: write failed ({error.strerror or error})")
+        return state.result("done")
+
+    def _fail(self, state: _FileState, message: str) -> FileResult:
+        state.error = message
+        state.waiting.clear()
+        if state.writer is not None:
+            state.writer.abort()
+            state.writer = None
+        return state.result("failed")
+
+    def close(self) -> None:
+        """Drop unfinished outputs and spooled input; safe to call twice."""
+        for state in self.files:
+            if state.writer is not None:
+                state.writer.abort()
+                state.writer = None
+        for path in self._spooled:
+            path.unlink(missing_ok=True)
+        self._spooled.clear()

@@ -1,0 +1,101 @@
+"""Cutting a signal into overlapping chunks and putting it back together.
+
+Each chunk *keeps* a span of the output and *reads* a wider span of the input:
+real signal before it (so a backend's trackers have warmed up) and after it
+(so frames at the edge see their neighbours). Only at the true ends of the
+file is there no context. Consecutive kept spans overlap by ``overlap``
+samples, where the earlier chunk fades out and the later fades in with
+complementary raised-cosine ramps that sum to exactly one, so where two
+chunks agree the result is unchanged, and where they differ slightly no
+seam can be heard.
+
+Chunks are independent, so they can run in any order and in any process;
+:class:`OverlapAdd` takes their outputs in order and emits finished samples
+while holding only one overlap of memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a file; all positions are in input-file samples."""
+
+    index: int
+    count: int
+    read_start: int
+    read_stop: int
+    keep_start: int
+    keep_stop: int
+    fade_in: int
+    fade_out: int
+
+    @property
+    def is_last(self) -> bool:
+        return self.index == self.count - 1
+
+
+def plan_chunks(total: int, segment: int, overlap: int, context_before: int,
+                context_after: int) -> list[Chunk]:
+    """Chunks covering ``[0, total)`` with kept spans of about ``segment``.
+
+    Shape: ``total`` samples -> ``ceil((total - overlap) / segment)`` chunks
+    (at least one); each kept span is ``segment + overlap`` long except the
+    last, which is between ``overlap`` and ``segment + overlap``.
+    """
+    if segment <= 0 or overlap < 0 or overlap >= segment:
+        raise ValueError(f"need 0 <= overlap < segment, got {overlap}, {segment}")
+    count = max(1, math.ceil((total - overlap) / segment))
+    chunks = []
+    for index in range(count):
+        keep_start = index * segment
+        keep_stop = total if index == count - 1 else keep_start + segment + overlap
+        chunks.append(Chunk(
+            index=index, count=count,
+            read_start=max(0, keep_start - context_before),
+            read_stop=min(total, keep_stop + context_after),
+            keep_start=keep_start, keep_stop=keep_stop,
+            fade_in=overlap if index > 0 else 0,
+            fade_out=overlap if index < count - 1 else 0,
+        ))
+    return chunks
+
+
+def fade_window(length: int, fade_in: int, fade_out: int) -> np.ndarray:
+    """Ones with raised-cosine ramps; an in-ramp plus an out-ramp sums to 1."""
+    window = np.ones(length, dtype=np.float32)
+    if fade_in:
+        window[:fade_in] = _ramp(fade_in)
+    if fade_out:
+        window[length - fade_out:] = 1.0 - _ramp(fade_out)
+    return window
+
+
+def _ramp(length: int) -> np.ndarray:
+    position = (np.arange(length, dtype=np.float64) + 0.5) / length
+    return (np.sin(0.5 * np.pi * position) ** 2).astype(np.float32)
+
+
+class OverlapAdd:
+    """Rebuild a signal from chunk outputs given in chunk order.
+
+    ``add`` returns the samples that are final (everything but the overlap it
+    must wait for the next chunk to complete).
+    """
+
+    def __init__(self) -> None:
+        self._pending: np.ndarray | None = None
+
+    def add(self, chunk: Chunk, kept: np.ndarray) -> np.ndarray:
+        """``kept`` is the chunk's output over its kept span, ``[C, keep]``."""
+        weighted = kept * fade_window(kept.shape[-1], chunk.fade_in, chunk.fade_out)
+        if self._pending is not None:
+            weighted[..., :chunk.fade_in] += self._pending
+        split = weighted.shape[-1] - chunk.fade_out
+        self._pending = weighted[..., split:] if chunk.fade_out else None
+        return weighted[..., :split]
