@@ -165,7 +165,8 @@ class Batch:
         margin = round(RESAMPLE_CONTEXT_S * rate)
         segment = max(1, round(self.options.segment_s * rate))
         overlap = min(round(self.options.overlap_s * rate), segment - 1)
-        return plan_chunks(info.frames, segment, overlap, before + margin, after + margin)
+        return plan_chunks(info.frames, segment, overlap, before + margin, after + margin,
+                           align=self.backend.alignment(rate))
 
     def planned(self) -> Iterator[FileResult]:
         """What :meth:`run` would do, without doing it (``--dry-run``)."""

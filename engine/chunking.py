@@ -41,15 +41,20 @@ class Chunk:
 
 
 def plan_chunks(total: int, segment: int, overlap: int, context_before: int,
-                context_after: int) -> list[Chunk]:
+                context_after: int, align: int = 1) -> list[Chunk]:
     """Chunks covering ``[0, total)`` with kept spans of about ``segment``.
+
+    Reads start at multiples of ``align`` (at least ``context_before`` before
+    the kept span), so a backend that works in frames of a fixed hop sees the
+    same frame grid in every chunk as in the whole file.
 
     Shape: ``total`` samples -> ``ceil((total - overlap) / segment)`` chunks
     (at least one); each kept span is ``segment + overlap`` long except the
     last, which is between ``overlap`` and ``segment + overlap``.
     """
-    if segment <= 0 or overlap < 0 or overlap >= segment:
-        raise ValueError(f"need 0 <= overlap < segment, got {overlap}, {segment}")
+    if segment <= 0 or overlap < 0 or overlap >= segment or align < 1:
+        raise ValueError(f"need 0 <= overlap < segment and align >= 1, got "
+                         f"{overlap}, {segment}, {align}")
     count = max(1, math.ceil((total - overlap) / segment))
     chunks = []
     for index in range(count):
@@ -57,7 +62,7 @@ def plan_chunks(total: int, segment: int, overlap: int, context_before: int,
         keep_stop = total if index == count - 1 else keep_start + segment + overlap
         chunks.append(Chunk(
             index=index, count=count,
-            read_start=max(0, keep_start - context_before),
+            read_start=max(0, (keep_start - context_before) // align * align),
             read_stop=min(total, keep_stop + context_after),
             keep_start=keep_start, keep_stop=keep_stop,
             fade_in=overlap if index > 0 else 0,

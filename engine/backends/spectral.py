@@ -119,6 +119,10 @@ class SpectralBackend:
         """Samples of real signal needed before and after a chunk."""
         return round(WARMUP_S * sample_rate), frame_length(sample_rate)
 
+    def alignment(self, sample_rate: int) -> int:
+        """The STFT hop: chunks starting on it share the whole file's frames."""
+        return frame_length(sample_rate) // 2
+
     def enhance(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """Enhance a batch of mono signals. Shape: ``[N, T] -> [N, T]``."""
         n_fft = frame_length(sample_rate)

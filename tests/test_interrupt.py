@@ -1,0 +1,48 @@
+"""An interrupted run leaves no partial file under a real name."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+
+def _start(tmp_path, jobs):
+    rate = 16000
+    rng = np.random.default_rng(0)
+    long_input = tmp_path / "in" / "long.wav"
+    long_input.parent.mkdir()
+    sf.write(str(long_input), 0.1 * rng.standard_normal(rate * 240).astype(np.float32), rate)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli", str(long_input.parent), "-o", str(out), "-j", str(jobs),
+         "--segment-s", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any(out.glob(".long.wav.*.partial")):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no temporary output appeared"
+        time.sleep(0.05)
+    return process, out
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ctrl_c_removes_the_partial_output(tmp_path, jobs):
+    process, out = _start(tmp_path, jobs)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()
+    assert "interrupted" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    assert list(out.iterdir()) == []
+
+
+def test_killed_run_leaves_only_a_hidden_temporary(tmp_path):
+    process, out = _start(tmp_path, 1)
+    process.kill()
+    process.wait(timeout=30)
+    names = [p.name for p in out.iterdir()]
+    assert "long.wav" not in names
+    assert all(name.startswith(".") and name.endswith(".partial") for name in names)
