@@ -33,6 +33,13 @@ FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_I",
 STDIO = "-"
 
 
+def _file_mode() -> int:
+    """Permissions a new file gets from open(): 0o666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """What a file holds, as its header says."""
@@ -190,6 +197,8 @@ class AtomicWriter:
             self._stdout.flush()
             self.temporary.unlink()
         else:
+            # mkstemp makes the file private (0o600); give it the usual mode.
+            os.chmod(self.temporary, _file_mode())
             os.replace(self.temporary, self.target)
 
     def abort(self) -> None:

@@ -1,6 +1,7 @@
 """Folder walking, output mirroring, overwrite policy, JSON and exit codes."""
 
 import json
+import os
 
 import soundfile as sf
 
@@ -19,6 +20,9 @@ def test_folder_tree_is_mirrored_and_non_audio_skipped(tmp_path, cli):
                      for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert written == ["a.wav", "deep/er/b.flac"]
     assert "notes.txt" not in result.output and "cover.png" not in result.output
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out" / "a.wav").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_without_recursive_only_top_level_is_taken(tmp_path, cli):
