@@ -94,19 +94,18 @@ def plan_jobs(inputs: list[str], output: str, *, recursive: bool = False,
         else:
             target = output if to_file else str(_with_format_suffix(out / path.name, fmt))
             if target != STDIO:
-                _refuse_in_place(path.parent, Path(target).parent, overwrite,
-                                 same_file=path.resolve() == Path(target).resolve())
+                _refuse_in_place(path, Path(target), overwrite)
             jobs.append(Job(source, target))
     return _drop_collisions(jobs, errors)
 
 
-def _refuse_in_place(input_folder: Path, output_folder: Path, overwrite: bool,
-                     same_file: bool = True) -> None:
-    if overwrite or not same_file:
+def _refuse_in_place(source: Path, target: Path, overwrite: bool) -> None:
+    """Writing over the originals (same folder or same file) needs --overwrite."""
+    if overwrite or source.resolve() != target.resolve():
         return
-    if input_folder.resolve() == output_folder.resolve():
-        raise UsageError(f"output {output_folder} is the input folder: the enhanced files "
-                         "would replace the originals; choose another -o or pass --overwrite")
+    kind = "folder" if source.is_dir() else "file"
+    raise UsageError(f"output {target} is the input {kind}: the enhanced files would "
+                     "replace the originals; choose another -o or pass --overwrite")
 
 
 def _drop_collisions(jobs: list[Job], errors: list[FileError]) -> tuple[list[Job], list[FileError]]:

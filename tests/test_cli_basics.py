@@ -78,6 +78,13 @@ def test_output_equal_to_input_folder_is_refused(tmp_path, cli):
     assert (tmp_path / "in" / "a.wav").read_bytes() != original
 
 
+def test_output_equal_to_input_file_is_refused(tmp_path, cli):
+    original = write_audio(tmp_path / "a.wav").read_bytes()
+    result = cli(tmp_path / "a.wav", "-o", tmp_path / "a.wav", "-j", "1")
+    assert result.exit_code == 2 and "input file" in result.stderr
+    assert (tmp_path / "a.wav").read_bytes() == original
+
+
 def test_usage_errors_exit_2(tmp_path, cli):
     write_audio(tmp_path / "a.wav")
     assert cli(tmp_path / "a.wav", "-o", tmp_path / "o", "--overwrite", "--skip-existing").exit_code == 2
