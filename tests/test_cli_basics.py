@@ -137,3 +137,21 @@ def test_every_option_has_help(cli):
                    "atten-lim": "--atten-lim", "segment": "--segment-s"}
         key = aliases.get(name, aliases.get(option[2:], option))
         assert key in result.output, f"{key} missing from --help"
+
+
+def test_plain_output_when_not_a_terminal(tmp_path):
+    """Pipelines and log files get no colour codes and no progress bar."""
+    import subprocess
+    import sys
+
+    write_audio(tmp_path / "in" / "a.wav")
+    (tmp_path / "in" / "b.wav").write_bytes(b"junk")
+    done = subprocess.run([sys.executable, "-m", "cli", str(tmp_path / "in"), "-o",
+                           str(tmp_path / "out"), "-j", "1", "-v"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "NO_COLOR": "1", "TERM": "xterm-256color"})
+    assert done.returncode == 1
+    assert "\x1b[" not in done.stderr and done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert any(line.startswith("error: ") and "b.wav" in line for line in lines)
+    assert any(line.startswith("done: ") and "a.wav" in line for line in lines)
