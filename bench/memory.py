@@ -11,7 +11,11 @@ written block by block), runs the real CLI on each as a subprocess, and reports
   tree RSS      peak of the summed VmRSS of the CLI and all its descendants
                 (joblib/loky workers), sampled every 50 ms from /proc; pages
                 shared between processes (libraries) are counted once per process
-  single peak   the largest sampled VmRSS of any one process of the tree
+  single peak   the largest VmHWM (the kernel's own peak RSS of a process)
+                sampled from any one process of the tree; exact unless the peak
+                came in a process's last 50 ms
+  CPU s         user + system seconds of the CLI and its reaped workers; less
+                noisy than wall time when other jobs share the machine
   ratio         tree RSS / tree RSS of the shortest file with the same -j
 
 It also checks that each output has the input's frames, rate and channels.
@@ -49,6 +53,7 @@ class Run:
     duration_s: float
     jobs: int
     wall_s: float
+    cpu_s: float
     tree_peak_mb: float
     single_peak_mb: float
     output_ok: bool
@@ -78,15 +83,17 @@ def write_wav(path: Path, duration_s: float, block: np.ndarray) -> None:
             left -= len(block)
 
 
-def vm_rss_kb(pid: int) -> int:
+def memory_kb(pid: int) -> tuple[int, int]:
+    """VmRSS and VmHWM of ``pid``; zeros once it is gone or a zombie."""
+    fields = {}
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    fields[line[:5]] = int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError):
         pass
-    return 0  # gone, or a zombie (no VmRSS line)
+    return fields.get("VmRSS", 0), fields.get("VmHWM", 0)
 
 
 def process_tree(root: int) -> list[int]:
@@ -107,21 +114,27 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def run_cli(src: Path, dst: Path, jobs: int) -> tuple[float, float, float]:
-    """Run the CLI; returns wall seconds, peak tree RSS and peak single RSS (MB)."""
+def run_cli(src: Path, dst: Path, jobs: int) -> tuple[float, float, float, float]:
+    """Run the CLI; returns wall s, CPU s, peak tree RSS and peak single RSS (MB)."""
     command = [sys.executable, "-m", "cli", str(src), "-o", str(dst), "--method", "spectral",
                "-j", str(jobs), "--overwrite", "-q"]
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=REPO_ROOT)
     tree_peak, single_peak = 0, 0
-    while proc.poll() is None:
-        rss = [vm_rss_kb(pid) for pid in process_tree(proc.pid)]
-        tree_peak, single_peak = max(tree_peak, sum(rss)), max(single_peak, max(rss))
+    while True:
+        rss, hwm = zip(*(memory_kb(pid) for pid in process_tree(proc.pid)))
+        tree_peak, single_peak = max(tree_peak, sum(rss)), max(single_peak, *hwm)
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
         time.sleep(SAMPLE_S)
     wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.exit(f"{shlex.join(command)} failed with exit code {proc.returncode}")
-    return wall, tree_peak / 1024, single_peak / 1024
+    print(f"  {shlex.join(command)}  # {wall:.1f} s", flush=True)
+    # ru_maxrss is no use here: it keeps this script's own RSS from before exec
+    return wall, usage.ru_utime + usage.ru_stime, tree_peak / 1024, single_peak / 1024
 
 
 def same_shape(src: Path, dst: Path) -> bool:
@@ -133,20 +146,23 @@ def machine() -> str:
     with open("/proc/cpuinfo") as cpuinfo:
         model = next((line.split(":", 1)[1].strip() for line in cpuinfo
                       if line.startswith("model name")), "unknown CPU")
-    return f"{len(os.sched_getaffinity(0))} cores (nproc), {model}"
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return f"{len(os.sched_getaffinity(0))} cores (nproc), {model}; load average {load}"
 
 
 def table(runs: list[Run]) -> str:
     base: dict[int, float] = {}
     for run in sorted(runs, key=lambda r: r.duration_s):
         base.setdefault(run.jobs, run.tree_peak_mb)
-    lines = ["| duration s | jobs | wall s | RTF | peak tree RSS (MB) | largest single "
-             "process peak (MB) | tree RSS / shortest file's | output frames/rate/channels |",
-             "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| duration s | jobs | wall s | RTF | CPU s | peak tree RSS (MB) | largest single "
+             "process peak (MB) | tree RSS / shortest file's "
+             "| output frames/rate/channels |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for run in runs:
         lines.append(f"| {run.duration_s:g} | {run.jobs} | {run.wall_s:.1f} "
-                     f"| {run.wall_s / run.duration_s:.4f} | {run.tree_peak_mb:.0f} "
-                     f"| {run.single_peak_mb:.0f} | {run.tree_peak_mb / base[run.jobs]:.2f} "
+                     f"| {run.wall_s / run.duration_s:.4f} | {run.cpu_s:.0f} "
+                     f"| {run.tree_peak_mb:.0f} | {run.single_peak_mb:.0f} "
+                     f"| {run.tree_peak_mb / base[run.jobs]:.2f} "
                      f"| {'match' if run.output_ok else 'MISMATCH'} |")
     return "\n".join(lines)
 
@@ -175,7 +191,6 @@ def main() -> None:
             for jobs in jobs_list:
                 dst = workdir / f"clean-{duration:g}s-j{jobs}.wav"
                 runs.append(Run(duration, jobs, *run_cli(src, dst, jobs), same_shape(src, dst)))
-                print(f"  {duration:g} s, -j {jobs}: {runs[-1].wall_s:.1f} s", flush=True)
                 if not args.keep:
                     dst.unlink()
             if not args.keep:
@@ -187,7 +202,8 @@ def main() -> None:
             print(f"files kept in {workdir}")
     print()
     print(table(sorted(runs, key=lambda r: (r.jobs, r.duration_s))))
-    print(f"\ntotal {time.perf_counter() - started:.0f} s (file generation included)")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s (file generation included); "
+          f"{machine()}")
 
 
 if __name__ == "__main__":

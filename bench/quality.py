@@ -255,6 +255,7 @@ def write_json(
 
     records = [{k: clean(v) for k, v in asdict(s).items()} for ss in scores.values() for s in ss]
     transparent = {m: [clean(v) for v in values] for m, values in clean_pesq.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"pairs": records, "transparency_pesq_wb": transparent}, indent=1))
 
 
