@@ -35,6 +35,46 @@ Examples:
 
 class Method(str, Enum):
     spectral = "spectral"
+    demucs = "demucs"
+
+
+class Channels(str, Enum):
+    each = "each"
+    mix = "mix"
+
+
+def _list_models(value: bool) -> None:
+    if not value:
+        return
+    from rich.table import Table
+
+    from engine.backends.demucs import PRETRAINED, cached_path
+
+    table = Table("model", "parameters", "sample rate", "causal", "trained on", "cached")
+    sizes = {"dns48": "18.9 M", "dns64": "33.5 M", "master64": "33.5 M", "valentini_nc": "60.8 M"}
+    for name, model in PRETRAINED.items():
+        table.add_row(name, sizes[name], "16 kHz", "yes" if model.causal else "no",
+                      model.trained_on, str(cached_path(name)) if cached_path(name).exists() else "no")
+    Console(highlight=False).print(table)
+    raise typer.Exit(0)
+
+
+def _download_model(name: Optional[str]) -> None:
+    if name is None:
+        return
+    from engine.backends.demucs import PRETRAINED, ModelError, download
+
+    if name not in PRETRAINED:
+        _usage_error(f"unknown model {name!r}; choose from {', '.join(PRETRAINED)}")
+    with Progress(TextColumn(f"downloading {name}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("download", total=None)
+        try:
+            path = download(name, lambda done, total: bar.update(task, completed=done, total=total))
+        except ModelError as error:
+            _usage_error(str(error))
+    console.print(f"{name}: {path}", markup=False)
+    raise typer.Exit(0)
 
 
 def _spectral_options(atten_lim_db: float, strength: float,
@@ -47,14 +87,22 @@ def _spectral_options(atten_lim_db: float, strength: float,
 
 @app.command(help="Enhance speech in audio files: remove background noise.\n\n" + EXAMPLES)
 def denoise(
-    inputs: Annotated[list[str], typer.Argument(
+    inputs: Annotated[Optional[list[str]], typer.Argument(
         metavar="INPUT...", show_default=False,
-        help="Audio files or folders; '-' reads one file from standard input.")],
-    output: Annotated[str, typer.Option(
+        help="Audio files or folders; '-' reads one file from standard input.")] = None,
+    output: Annotated[Optional[str], typer.Option(
         "-o", "--output", metavar="OUT",
         help="Output folder (the input tree is mirrored there), an output file for a "
-             "single input, or '-' for standard output.")],
-    method: Annotated[Method, typer.Option(help="Enhancement method.")] = Method.spectral,
+             "single input, or '-' for standard output.")] = None,
+    method: Annotated[Method, typer.Option(
+        help="spectral: classical, no download. demucs: the DEMUCS neural network "
+             "(better; downloads its model on first use).")] = Method.spectral,
+    dry: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Fraction of the original signal mixed back into the "
+        "output: 0 = fully denoised, 1 = the input unchanged.")] = 0.0,
+    channels: Annotated[Channels, typer.Option(
+        help="each: enhance every channel on its own; mix: enhance the mono mix and "
+             "write it to every channel.")] = Channels.each,
     recursive: Annotated[bool, typer.Option("--recursive", "-r",
                                             help="Walk folders recursively.")] = False,
     glob: Annotated[Optional[str], typer.Option(
@@ -85,12 +133,28 @@ def denoise(
     noise_file: Annotated[Optional[Path], typer.Option(
         exists=True, dir_okay=False, help="spectral: a recording of the noise alone; "
         "its spectrum is used instead of tracking the noise (for steady noise).")] = None,
+    model: Annotated[str, typer.Option(
+        help="demucs: pretrained model, dns48, dns64, master64 or valentini_nc "
+             "(see --list-models).")] = "dns48",
+    weights: Annotated[Optional[Path], typer.Option(
+        exists=True, dir_okay=False, help="demucs: a local checkpoint (a state_dict or a "
+        "training package) instead of downloading --model.")] = None,
+    device: Annotated[str, typer.Option(
+        help="demucs: auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    list_models: Annotated[bool, typer.Option(
+        "--list-models", is_eager=True, callback=_list_models,
+        help="Show the pretrained models and whether each is downloaded, then exit.")] = False,
+    download_model: Annotated[Optional[str], typer.Option(
+        "--download-model", metavar="NAME", is_eager=True, callback=_download_model,
+        help="Download a pretrained model into the cache, then exit.")] = None,
     segment: Annotated[float, typer.Option(
         "--segment-s", min=1.0, help="Long files are processed in chunks of this many "
                                      "seconds (memory use grows with it).")] = 30.0,
 ) -> None:
     from engine import Batch, BatchOptions, DenoiseError, plan_jobs
 
+    if not inputs or output is None:
+        _usage_error("give INPUT... and -o OUT (see --help)")
     if overwrite and skip_existing:
         _usage_error("--overwrite and --skip-existing cannot be used together")
     if json_lines and output == "-":
@@ -98,10 +162,14 @@ def denoise(
     for value, check in ((fmt, _check_format), (subtype, _check_subtype)):
         if value is not None:
             check(value)
+    if method is Method.demucs:
+        backend_options = {"model": model, "weights": weights, "device": device}
+    else:
+        backend_options = _spectral_options(atten_lim, strength, noise_file)
     options = BatchOptions(
         method=method.value, jobs=jobs, fmt=fmt, subtype=subtype, segment_s=segment,
         existing="overwrite" if overwrite else "skip" if skip_existing else "error",
-        backend_options=_spectral_options(atten_lim, strength, noise_file))
+        dry=dry, mix_channels=channels is Channels.mix, backend_options=backend_options)
     try:
         jobs_list, problems = plan_jobs(inputs, output, recursive=recursive, pattern=glob,
                                         overwrite=overwrite, fmt=fmt)

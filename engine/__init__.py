@@ -24,7 +24,7 @@ __all__ = ["Batch", "BatchOptions", "DenoiseError", "FileError", "FileResult", "
 
 
 def enhance_array(audio: np.ndarray, sample_rate: int, method: str = "spectral",
-                  **options) -> np.ndarray:
+                  dry: float = 0.0, **options) -> np.ndarray:
     """Enhance a whole signal held in memory, in one piece.
 
     Shape: ``[T]`` or ``[channels, T]`` -> the same. For files, and for
@@ -32,5 +32,5 @@ def enhance_array(audio: np.ndarray, sample_rate: int, method: str = "spectral",
     """
     backend = backends.build(backends.BackendSpec(method, options))
     signal = np.asarray(audio, dtype=np.float32)
-    enhanced = enhance_audio(backend, np.atleast_2d(signal), sample_rate)
+    enhanced = enhance_audio(backend, np.atleast_2d(signal), sample_rate, dry)
     return enhanced.reshape(signal.shape)

@@ -106,6 +106,23 @@ def read_frames(path: Path, start: int, stop: int) -> np.ndarray:
     return np.ascontiguousarray(block.T)
 
 
+def channel_std(path: Path, info: AudioInfo, mix: bool = False,
+                block_frames: int = 1 << 20) -> np.ndarray:
+    """Standard deviation of each channel (or of their mean, with ``mix``) over
+    the whole file, read in blocks: ``[C]`` (or ``[1]``)."""
+    total = np.zeros(1 if mix else info.channels)
+    squares = np.zeros_like(total)
+    for start in range(0, info.frames, block_frames):
+        block = read_frames(path, start, min(info.frames, start + block_frames)).astype(np.float64)
+        if mix:
+            block = block.mean(axis=0, keepdims=True)
+        total += block.sum(axis=-1)
+        squares += np.square(block).sum(axis=-1)
+    count = info.frames
+    variance = (squares - total**2 / count) / max(count - 1, 1)
+    return np.sqrt(np.maximum(variance, 0.0)).astype(np.float32)
+
+
 def read_noise_file(path: Path, sample_rate: int, max_s: float = 60.0):
     """Up to ``max_s`` of a noise recording, mono, at ``sample_rate`` (torch)."""
     import torch

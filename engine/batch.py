@@ -11,15 +11,16 @@ and nothing holds a whole file.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+import numpy as np
 from joblib import Parallel, delayed
 
 from engine import backends
-from engine.audio_io import STDIO, AtomicWriter, AudioInfo, output_format, probe, spool_stdin
+from engine.audio_io import (STDIO, AtomicWriter, AudioInfo, channel_std, output_format, probe,
+                            spool_stdin)
 from engine.chunking import Chunk, OverlapAdd, plan_chunks
 from engine.discovery import Job
 from engine.errors import FileError
@@ -46,12 +47,16 @@ class BatchOptions:
     subtype: str | None = None
     segment_s: float = 30.0
     overlap_s: float = 0.5
+    dry: float = 0.0
+    mix_channels: bool = False
 
     def __post_init__(self) -> None:
         if self.existing not in ("error", "overwrite", "skip"):
             raise ValueError(f"existing must be error, overwrite or skip, not {self.existing!r}")
         if not 0 <= self.overlap_s < self.segment_s:
             raise ValueError("need 0 <= overlap_s < segment_s")
+        if not 0 <= self.dry <= 1:
+            raise ValueError(f"dry must be within [0, 1], got {self.dry}")
 
 
 @dataclass
@@ -102,6 +107,7 @@ class _FileState:
     chunks: list[Chunk]
     fmt: str
     subtype: str
+    file_std: np.ndarray | None = None
     writer: AtomicWriter | None = None
     ola: OverlapAdd = field(default_factory=OverlapAdd)
     waiting: dict[int, ChunkResult] = field(default_factory=dict)
@@ -157,7 +163,13 @@ class Batch:
         except FileError as error:
             raise FileError(job.source, error.cause)
         fmt, subtype = output_format(info, job.output, self.options.fmt, self.options.subtype)
-        return _FileState(file_id, job, path, info, self._plan(info), fmt, subtype)
+        file_std = None
+        if self.backend.uses_file_std:
+            try:
+                file_std = channel_std(path, info, self.options.mix_channels)
+            except FileError as error:
+                raise FileError(job.source, error.cause)
+        return _FileState(file_id, job, path, info, self._plan(info), fmt, subtype, file_std)
 
     def _plan(self, info: AudioInfo) -> list[Chunk]:
         rate = info.sample_rate
@@ -184,7 +196,8 @@ class Batch:
         if jobs == 1:
             worker_backend(self.spec, threads)
         tasks = (delayed(run_chunk)(self.spec, threads, ChunkTask(
-                     state.file_id, str(state.path), state.job.source, state.info.sample_rate, chunk))
+                     state.file_id, str(state.path), state.job.source, state.info.sample_rate,
+                     chunk, self.options.dry, self.options.mix_channels, state.file_std))
                  for state in self.files for chunk in state.chunks)
         files_done, audio_done = 0, 0.0
         try:

@@ -35,6 +35,9 @@ class ChunkTask:
     name: str
     sample_rate: int
     chunk: Chunk
+    dry: float = 0.0
+    mix_channels: bool = False
+    file_std: np.ndarray | None = None
 
 
 @dataclass
@@ -66,21 +69,30 @@ def resample(audio: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
     return out[..., : max(1, round(length * to_rate / from_rate))]
 
 
-def enhance_audio(backend: backends.Backend, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+def enhance_audio(backend: backends.Backend, audio: np.ndarray, sample_rate: int,
+                  dry: float = 0.0, file_std: np.ndarray | None = None,
+                  mix_channels: bool = False) -> np.ndarray:
     """Enhance ``[C, T]`` at ``sample_rate``; same shape out, no delay.
 
-    Channels are enhanced independently (as a batch), at the backend's rate.
+    Channels are enhanced independently (as a batch), at the backend's rate,
+    or with ``mix_channels`` their mean is enhanced once and written to each.
+    ``dry`` mixes that fraction of the original back in, at the file's rate
+    so the dry part keeps its full band.
     """
     rate = backend.sample_rate or sample_rate
     length = audio.shape[-1]
+    source = audio.mean(axis=0, keepdims=True) if mix_channels else audio
     with torch.inference_mode():
-        signal = resample(torch.from_numpy(audio), sample_rate, rate)
-        enhanced = backend.enhance(signal, rate)
-        enhanced = resample(enhanced, rate, sample_rate)
-    out = enhanced.cpu().numpy()
+        signal = resample(torch.from_numpy(source), sample_rate, rate)
+        enhanced = backend.enhance(signal, rate, file_std)
+        enhanced = resample(enhanced.cpu(), rate, sample_rate)
+    out = enhanced.numpy()
     if out.shape[-1] < length:
         out = np.pad(out, ((0, 0), (0, length - out.shape[-1])))
-    return np.ascontiguousarray(out[..., :length], dtype=np.float32)
+    out = np.broadcast_to(out[..., :length], audio.shape)
+    if dry:
+        out = (1 - dry) * out + dry * audio
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def run_chunk(spec: backends.BackendSpec, threads: int, task: ChunkTask) -> ChunkResult:
@@ -91,7 +103,8 @@ def run_chunk(spec: backends.BackendSpec, threads: int, task: ChunkTask) -> Chun
     try:
         backend = worker_backend(spec, threads)
         audio = read_frames(Path(task.path), chunk.read_start, chunk.read_stop)
-        enhanced = enhance_audio(backend, audio, task.sample_rate)
+        enhanced = enhance_audio(backend, audio, task.sample_rate, task.dry, task.file_std,
+                                 task.mix_channels)
         offset = chunk.keep_start - chunk.read_start
         kept = enhanced[:, offset: offset + chunk.keep_stop - chunk.keep_start]
         return ChunkResult(task.file_id, chunk, kept, None, time.perf_counter() - started)

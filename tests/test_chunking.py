@@ -37,7 +37,7 @@ def test_overlap_add_of_unchanged_chunks_is_exact():
 class _Gain:
     """A stand-in backend that halves the signal: chunking must not change that."""
 
-    name, sample_rate = "half", 8000
+    name, sample_rate, uses_file_std = "half", 8000, False
 
     def context_frames(self, sample_rate):
         return 0, 0
@@ -45,7 +45,7 @@ class _Gain:
     def alignment(self, sample_rate):
         return 1
 
-    def enhance(self, audio, sample_rate):
+    def enhance(self, audio, sample_rate, file_std=None):
         return audio * 0.5
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+import numpy as np
 import torch
 
 
@@ -27,7 +28,8 @@ class Backend(Protocol):
 
     def context_frames(self, sample_rate: int) -> tuple[int, int]: ...
 
-    def enhance(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor: ...
+    def enhance(self, audio: torch.Tensor, sample_rate: int,
+                file_std: np.ndarray | None = None) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,15 @@ def _spectral(options: dict) -> Backend:
     return SpectralBackend(SpectralOptions(**options))
 
 
+def _demucs(options: dict) -> Backend:
+    from engine.backends.demucs import DemucsBackend, DemucsOptions
+
+    return DemucsBackend(DemucsOptions(**options))
+
+
 FACTORIES: dict[str, Callable[[dict], Backend]] = {
     "spectral": _spectral,
+    "demucs": _demucs,
 }
 
 

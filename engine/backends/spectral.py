@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 FRAME_S = 0.032
@@ -124,6 +125,7 @@ class SpectralBackend:
 
     name = "spectral"
     sample_rate: int | None = None
+    uses_file_std = False
 
     def __init__(self, options: SpectralOptions = SpectralOptions()):
         self.options = options
@@ -137,8 +139,10 @@ class SpectralBackend:
         """The STFT hop: chunks starting on it share the whole file's frames."""
         return frame_length(sample_rate) // 2
 
-    def enhance(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """Enhance a batch of mono signals. Shape: ``[N, T] -> [N, T]``."""
+    def enhance(self, audio: torch.Tensor, sample_rate: int,
+                file_std: np.ndarray | None = None) -> torch.Tensor:
+        """Enhance a batch of mono signals. Shape: ``[N, T] -> [N, T]``.
+        (The noise is tracked within the signal; ``file_std`` is not used.)"""
         n_fft = frame_length(sample_rate)
         hop = n_fft // 2
         length = audio.shape[-1]

@@ -1,0 +1,260 @@
+"""The DEMUCS backend: pretrained models, safe checkpoint loading, inference.
+
+Pretrained models are a table (name, URL, architecture). A named model is
+downloaded once over HTTPS from the official address into torch's hub cache
+(``$TORCH_HOME/hub/checkpoints`` or ``$XDG_CACHE_HOME/torch/hub/checkpoints``,
+where ``torch.hub`` and the original ``denoiser`` keep them too), under a
+temporary name renamed when complete, and used offline afterwards.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain
+containers only. Training packages name their model class; that one name is
+mapped to an inert marker, so no code from a checkpoint ever runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import os
+import tempfile
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engine.backends.demucs_model import Demucs
+from engine.errors import UsageError
+
+ROOT = "https://dl.fbaipublicfiles.com/adiyoss/denoiser/"
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    name: str
+    file_name: str
+    architecture: dict
+    trained_on: str
+
+    @property
+    def url(self) -> str:
+        return ROOT + self.file_name
+
+    @property
+    def causal(self) -> bool:
+        return self.architecture.get("causal", True)
+
+
+PRETRAINED = {model.name: model for model in [
+    PretrainedModel("dns48", "dns48-11decc9d8e3f0998.th", {"hidden": 48}, "DNS challenge"),
+    PretrainedModel("dns64", "dns64-a7761ff99a7d5bb6.th", {"hidden": 64}, "DNS challenge"),
+    PretrainedModel("master64", "master64-8a5dfb4bb92753dd.th", {"hidden": 64},
+                    "DNS challenge and Valentini"),
+    PretrainedModel("valentini_nc", "valentini_nc-93fc4337.th",
+                    {"hidden": 64, "causal": False, "stride": 2, "resample": 2}, "Valentini"),
+]}
+SAMPLE_RATE = 16_000
+
+
+class ModelError(UsageError):
+    """The model cannot be had or loaded: the whole run stops (exit 2)."""
+
+
+class _PickledClassName:
+    """Stands in for ``denoiser.demucs.Demucs`` when a training package names
+    it: unpickling yields this marker instead of importing anything."""
+
+
+_CLASS_NAMES = ["denoiser.demucs.Demucs", "demucs.Demucs", "__main__.Demucs"]
+
+
+def cache_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def cached_path(name: str) -> Path:
+    return cache_dir() / PRETRAINED[name].file_name
+
+
+def download(name: str, on_progress: Callable[[int, int | None], None] | None = None) -> Path:
+    """Fetch the named model into the cache (once); returns its path.
+
+    The hex suffix of the official file names looks like a SHA-256 prefix
+    (torch.hub's convention); a mismatch is reported as a warning, since it
+    cannot be confirmed that they are. The SHA-256 of what was downloaded is
+    written beside the file (``.sha256``).
+    """
+    model = PRETRAINED[name]
+    target = cached_path(name)
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial",
+                                         dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(model.url, timeout=60) as src:
+            total = int(src.headers.get("Content-Length") or 0) or None
+            done = 0
+            while block := src.read(1 << 20):
+                out.write(block)
+                digest.update(block)
+                done += len(block)
+                if on_progress is not None:
+                    on_progress(done, total)
+        os.replace(temporary, target)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        reason = getattr(error, "reason", None) or error
+        raise ModelError(f"cannot download model {name} from {model.url} ({reason}); pass "
+                         f"--weights PATH, or run `denoise --download-model {name}` on a "
+                         "machine with network access and copy "
+                         f"{target} into the same place here") from None
+    sha256 = digest.hexdigest()
+    Path(f"{target}.sha256").write_text(f"{sha256}  {target.name}\n")
+    check_name_hash(target.name, sha256)
+    return target
+
+
+def check_name_hash(file_name: str, sha256: str) -> bool:
+    """Warn when the file name's hex suffix is not a prefix of its SHA-256."""
+    suffix = Path(file_name).stem.rsplit("-", 1)[-1]
+    if sha256.startswith(suffix.lower()):
+        return True
+    warnings.warn(f"{file_name}: SHA-256 {sha256[:16]}... does not start with the name's "
+                  f"suffix {suffix}; the official names may not follow torch.hub's convention",
+                  stacklevel=2)
+    return False
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict | None]:
+    """(state_dict, architecture from the file or None) from ``path``."""
+    try:
+        with torch.serialization.safe_globals(
+                [(_PickledClassName, name) for name in _CLASS_NAMES]):
+            package = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such checkpoint file") from None
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error) or "Unsupported global" in str(error):
+            raise ModelError(f"{path}: refused: the checkpoint needs arbitrary code to load "
+                             f"({first_line}); only plain state_dicts and training packages "
+                             "of tensors are read") from None
+        raise ModelError(f"{path}: not a readable checkpoint ({first_line})") from None
+    if not isinstance(package, dict):
+        raise ModelError(f"{path}: not a checkpoint (a {type(package).__name__}, not a dict)")
+    if "model" in package and isinstance(package["model"], dict):
+        model = dict(package["model"])
+        if "best_state" in package:
+            model["state"] = package["best_state"]
+        package = model
+    if "state" in package and "kwargs" in package:
+        return package["state"], dict(package["kwargs"])
+    return package, None
+
+
+def build_model(state: dict, architecture: dict, source: str) -> Demucs:
+    """A :class:`Demucs` with ``state`` loaded strictly, in eval mode."""
+    known = inspect.signature(Demucs).parameters
+    kwargs = {key: value for key, value in architecture.items() if key in known}
+    try:
+        model = Demucs(**kwargs)
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, ValueError) as error:
+        detail = " ".join(str(error).split())
+        if len(detail) > 300:
+            detail = detail[:300] + "..."
+        raise ModelError(f"{source}: weights do not fit the DEMUCS architecture {kwargs} "
+                         f"({detail})") from None
+    return model.eval()
+
+
+def load_model(model_name: str, weights: Path | None = None) -> Demucs:
+    """The named pretrained model, or the local ``weights`` file (whose own
+    architecture wins; ``model_name`` gives it for a plain state_dict)."""
+    if model_name not in PRETRAINED:
+        raise ModelError(f"unknown model {model_name!r}; choose from {', '.join(PRETRAINED)}")
+    path = Path(weights) if weights is not None else cached_path(model_name)
+    if weights is None and not path.exists():
+        path = download(model_name)
+    state, architecture = read_checkpoint(path)
+    return build_model(state, architecture or PRETRAINED[model_name].architecture, str(path))
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device} asked for, but CUDA is not available here")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"device {device} asked for, but there are "
+                         f"{torch.cuda.device_count()} CUDA devices")
+    return resolved
+
+
+@dataclass(frozen=True)
+class DemucsOptions:
+    """Settings of the DEMUCS backend.
+
+    Args:
+        model: a pretrained model name (``PRETRAINED``); with ``weights``, the
+            architecture to use when the file is a plain state_dict.
+        weights: a local checkpoint instead of the named model's download.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        warmup_s: real signal fed before each chunk and discarded, so that the
+            LSTM state has settled as it would have in a whole-file run.
+    """
+
+    model: str = "dns48"
+    weights: Path | None = None
+    device: str = "cpu"
+    warmup_s: float = 3.0
+
+
+class DemucsBackend:
+    """DEMUCS at 16 kHz; chunks are normalised by the whole file's deviation."""
+
+    name = "demucs"
+    sample_rate = SAMPLE_RATE
+    uses_file_std = True
+
+    def __init__(self, options: DemucsOptions = DemucsOptions()):
+        self.options = options
+        self.device = resolve_device(options.device)
+        self.model = load_model(options.model, options.weights).to(self.device)
+
+    def context_frames(self, sample_rate: int) -> tuple[int, int]:
+        """Warm-up before a chunk; after it, the look-ahead of the convolutions
+        and resampling filters (the LSTM of a non-causal model sees both ways,
+        so it gets the warm-up on both sides)."""
+        before = round(self.options.warmup_s * sample_rate)
+        after = before if not self.model.causal else round(0.1 * sample_rate)
+        return before, after
+
+    def alignment(self, sample_rate: int) -> int:
+        """Input samples (at ``sample_rate``) per LSTM step of the model."""
+        stride = self.model.total_stride * sample_rate
+        return stride // math.gcd(stride, SAMPLE_RATE)
+
+    def enhance(self, audio: torch.Tensor, sample_rate: int,
+                file_std: np.ndarray | None = None) -> torch.Tensor:
+        """``[N, T] -> [N, T]`` at 16 kHz; ``file_std`` ``[N]`` normalises."""
+        x = audio.to(self.device)[:, None]
+        std = None
+        if file_std is not None:
+            std = torch.as_tensor(file_std, dtype=x.dtype, device=self.device).view(-1, 1, 1)
+        return self.model(x, std=std)[:, 0]
