@@ -46,16 +46,14 @@ class Channels(str, Enum):
 def _list_models(value: bool) -> None:
     if not value:
         return
-    from rich.table import Table
-
     from engine.backends.demucs import PRETRAINED, cached_path
 
-    table = Table("model", "parameters", "sample rate", "causal", "trained on", "cached")
     sizes = {"dns48": "18.9 M", "dns64": "33.5 M", "master64": "33.5 M", "valentini_nc": "60.8 M"}
+    print(f"{'model':<13} {'parameters':<11} {'rate':<7} {'causal':<7} {'trained on':<28} cached")
     for name, model in PRETRAINED.items():
-        table.add_row(name, sizes[name], "16 kHz", "yes" if model.causal else "no",
-                      model.trained_on, str(cached_path(name)) if cached_path(name).exists() else "no")
-    Console(highlight=False).print(table)
+        path = cached_path(name)
+        print(f"{name:<13} {sizes[name]:<11} {'16 kHz':<7} {'yes' if model.causal else 'no':<7} "
+              f"{model.trained_on:<28} {path if path.exists() else 'no'}")
     raise typer.Exit(0)
 
 
