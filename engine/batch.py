@@ -24,7 +24,7 @@ from engine.audio_io import (STDIO, AtomicWriter, AudioInfo, channel_std, output
 from engine.chunking import Chunk, OverlapAdd, plan_chunks
 from engine.discovery import Job
 from engine.errors import FileError
-from engine.pipeline import ChunkResult, ChunkTask, run_chunk, worker_backend
+from engine.pipeline import ChunkResult, ChunkTask, run_chunks, worker_backend
 
 # Margin for the resampling filters' own reach at chunk edges.
 RESAMPLE_CONTEXT_S = 0.01
@@ -90,6 +90,18 @@ class Progress:
     files_total: int
     audio_s_done: float
     audio_s_total: float
+
+
+def _groups(tasks: Iterator[ChunkTask], size: int) -> Iterator[list[ChunkTask]]:
+    """Consecutive tasks in lists of ``size`` (the last may be shorter)."""
+    group: list[ChunkTask] = []
+    for task in tasks:
+        group.append(task)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def default_jobs() -> int:
@@ -190,30 +202,48 @@ class Batch:
     def run(self, on_progress: Callable[[Progress], None] | None = None) -> Iterator[FileResult]:
         """Process every file; yields one result per input as each finishes."""
         yield from self.early
+        if not self.files:
+            self.close()
+            return
+        # A backend that takes several chunks per call (a model on a GPU) is
+        # fed by one process; otherwise files and chunks spread over workers.
+        per_call = max(1, self.backend.batch_chunks(self._longest_chunk_s()))
         total_tasks = sum(len(state.chunks) for state in self.files)
-        jobs = max(1, min(self.options.jobs or default_jobs(), total_tasks))
+        jobs = 1 if per_call > 1 else max(1, min(self.options.jobs or default_jobs(), total_tasks))
         threads = max(1, default_jobs() // jobs)
         if jobs == 1:
             worker_backend(self.spec, threads)
-        tasks = (delayed(run_chunk)(self.spec, threads, ChunkTask(
-                     state.file_id, str(state.path), state.job.source, state.info.sample_rate,
-                     chunk, self.options.dry, self.options.mix_channels, state.file_std))
-                 for state in self.files for chunk in state.chunks)
+        batches = (delayed(run_chunks)(self.spec, threads, group)
+                   for group in _groups(self._tasks(), per_call))
         files_done, audio_done = 0, 0.0
         try:
             parallel = Parallel(n_jobs=jobs, return_as="generator_unordered",
                                 pre_dispatch="2*n_jobs")
-            for result in parallel(tasks):
-                state = self.files[result.file_id]
-                finished = self._collect(state, result)
-                audio_done += (result.chunk.keep_stop - result.chunk.keep_start) / state.info.sample_rate
-                if finished is not None:
-                    files_done += 1
-                    yield finished
+            for results in parallel(batches):
+                for result in results:
+                    state = self.files[result.file_id]
+                    finished = self._collect(state, result)
+                    audio_done += (result.chunk.keep_stop - result.chunk.keep_start) \
+                        / state.info.sample_rate
+                    if finished is not None:
+                        files_done += 1
+                        yield finished
                 if on_progress is not None:
-                    on_progress(Progress(files_done, len(self.files), audio_done, self.audio_s_total))
+                    on_progress(Progress(files_done, len(self.files), audio_done,
+                                         self.audio_s_total))
         finally:
             self.close()
+
+    def _tasks(self) -> Iterator[ChunkTask]:
+        for state in self.files:
+            for chunk in state.chunks:
+                yield ChunkTask(state.file_id, str(state.path), state.job.source,
+                                state.info.sample_rate, chunk, self.options.dry,
+                                self.options.mix_channels, state.file_std)
+
+    def _longest_chunk_s(self) -> float:
+        return max((c.read_stop - c.read_start) / s.info.sample_rate
+                   for s in self.files for c in s.chunks)
 
     def _collect(self, state: _FileState, result: ChunkResult) -> FileResult | None:
         """Take one chunk's result; returns the file's result once it is final."""

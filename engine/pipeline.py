@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchaudio.functional as AF
+from torch.nn import functional as F
 
 from engine import backends
 from engine.audio_io import read_frames
@@ -79,13 +80,43 @@ def enhance_audio(backend: backends.Backend, audio: np.ndarray, sample_rate: int
     ``dry`` mixes that fraction of the original back in, at the file's rate
     so the dry part keeps its full band.
     """
-    rate = backend.sample_rate or sample_rate
-    length = audio.shape[-1]
-    source = audio.mean(axis=0, keepdims=True) if mix_channels else audio
+    return enhance_batch(backend, [(audio, sample_rate, file_std)], dry, mix_channels)[0]
+
+
+def enhance_batch(backend: backends.Backend,
+                  signals: list[tuple[np.ndarray, int, np.ndarray | None]],
+                  dry: float = 0.0, mix_channels: bool = False) -> list[np.ndarray]:
+    """Enhance several ``(audio [C, T], sample_rate, file_std)`` signals, from
+    any files, in as few backend calls as possible: rows at the same backend
+    rate are zero-padded at the end to the longest and stacked into one batch
+    (on a GPU, one batch per call is what makes it fast). Returns each
+    signal's enhanced ``[C, T]``."""
+    sources = [audio.mean(axis=0, keepdims=True) if mix_channels else audio
+               for audio, _, _ in signals]
+    rates = [backend.sample_rate or rate for _, rate, _ in signals]
     with torch.inference_mode():
-        signal = resample(torch.from_numpy(source), sample_rate, rate)
-        enhanced = backend.enhance(signal, rate, file_std)
-        enhanced = resample(enhanced.cpu(), rate, sample_rate)
+        rows = [resample(torch.from_numpy(source), rate, to_rate)
+                for source, (_, rate, _), to_rate in zip(sources, signals, rates)]
+        enhanced: list[torch.Tensor] = [None] * len(signals)
+        for rate in sorted(set(rates)):
+            members = [i for i, r in enumerate(rates) if r == rate]
+            longest = max(rows[i].shape[-1] for i in members)
+            stacked = torch.cat([F.pad(rows[i], (0, longest - rows[i].shape[-1]))
+                                 for i in members])
+            std = None
+            if backend.uses_file_std:
+                std = np.concatenate([signals[i][2] for i in members])
+            out = backend.enhance(stacked, rate, std).cpu()
+            for i, part in zip(members, out.split([rows[i].shape[0] for i in members])):
+                enhanced[i] = part[..., : rows[i].shape[-1]]
+        return [_finish(audio, resample(out, to_rate, rate), dry)
+                for (audio, rate, _), out, to_rate in zip(signals, enhanced, rates)]
+
+
+def _finish(audio: np.ndarray, enhanced: torch.Tensor, dry: float) -> np.ndarray:
+    """Exactly the input's shape (a mono mix is copied to every channel),
+    with ``dry`` of the input mixed back."""
+    length = audio.shape[-1]
     out = enhanced.numpy()
     if out.shape[-1] < length:
         out = np.pad(out, ((0, 0), (0, length - out.shape[-1])))
@@ -95,21 +126,41 @@ def enhance_audio(backend: backends.Backend, audio: np.ndarray, sample_rate: int
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def run_chunk(spec: backends.BackendSpec, threads: int, task: ChunkTask) -> ChunkResult:
-    """Process one chunk; failures come back as results, never as exceptions,
-    so that one bad file cannot stop the pool."""
+def run_chunks(spec: backends.BackendSpec, threads: int,
+               tasks: list[ChunkTask]) -> list[ChunkResult]:
+    """Process chunks (a batch, possibly from several files) in one go.
+
+    Failures come back as results, never as exceptions, so that one bad file
+    cannot stop the pool or the other chunks of its batch.
+    """
     started = time.perf_counter()
-    chunk = task.chunk
-    try:
-        backend = worker_backend(spec, threads)
-        audio = read_frames(Path(task.path), chunk.read_start, chunk.read_stop)
-        enhanced = enhance_audio(backend, audio, task.sample_rate, task.dry, task.file_std,
-                                 task.mix_channels)
-        offset = chunk.keep_start - chunk.read_start
-        kept = enhanced[:, offset: offset + chunk.keep_stop - chunk.keep_start]
-        return ChunkResult(task.file_id, chunk, kept, None, time.perf_counter() - started)
-    except FileError as error:
-        message = f"{task.name}: {error.cause}"
-    except Exception as error:  # a backend bug must fail one file, not the batch
-        message = f"{task.name}: internal error in {spec.name}: {type(error).__name__}: {error}"
-    return ChunkResult(task.file_id, chunk, None, message, time.perf_counter() - started)
+    results: list[ChunkResult] = []
+    readable: list[tuple[ChunkTask, np.ndarray]] = []
+    for task in tasks:
+        try:
+            readable.append((task, read_frames(Path(task.path), task.chunk.read_start,
+                                               task.chunk.read_stop)))
+        except FileError as error:
+            results.append(ChunkResult(task.file_id, task.chunk, None,
+                                       f"{task.name}: {error.cause}", 0.0))
+    if readable:
+        first = readable[0][0]
+        try:
+            backend = worker_backend(spec, threads)
+            outputs = enhance_batch(backend, [(audio, task.sample_rate, task.file_std)
+                                              for task, audio in readable],
+                                    first.dry, first.mix_channels)
+            errors = [None] * len(readable)
+        except Exception as error:  # a backend bug must fail these files, not the batch
+            outputs = [None] * len(readable)
+            errors = [f"{task.name}: internal error in {spec.name}: "
+                      f"{type(error).__name__}: {error}" for task, _ in readable]
+        seconds = (time.perf_counter() - started) / len(readable)
+        for (task, _), out, error in zip(readable, outputs, errors):
+            chunk = task.chunk
+            kept = None
+            if out is not None:
+                offset = chunk.keep_start - chunk.read_start
+                kept = out[:, offset: offset + chunk.keep_stop - chunk.keep_start]
+            results.append(ChunkResult(task.file_id, chunk, kept, error, seconds))
+    return results

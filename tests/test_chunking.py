@@ -45,6 +45,9 @@ class _Gain:
     def alignment(self, sample_rate):
         return 1
 
+    def batch_chunks(self, chunk_s):
+        return 1
+
     def enhance(self, audio, sample_rate, file_std=None):
         return audio * 0.5
 

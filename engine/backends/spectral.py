@@ -135,6 +135,10 @@ class SpectralBackend:
         """Samples of real signal needed before and after a chunk."""
         return round(WARMUP_S * sample_rate), frame_length(sample_rate)
 
+    def batch_chunks(self, chunk_s: float) -> int:
+        """One: the frame loop gains nothing from bigger batches."""
+        return 1
+
     def alignment(self, sample_rate: int) -> int:
         """The STFT hop: chunks starting on it share the whole file's frames."""
         return frame_length(sample_rate) // 2
