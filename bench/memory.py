@@ -114,10 +114,8 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def run_cli(src: Path, dst: Path, jobs: int) -> tuple[float, float, float, float]:
-    """Run the CLI; returns wall s, CPU s, peak tree RSS and peak single RSS (MB)."""
-    command = [sys.executable, "-m", "cli", str(src), "-o", str(dst), "--method", "spectral",
-               "-j", str(jobs), "--overwrite", "-q"]
+def measure(command: list[str]) -> tuple[float, float, float, float]:
+    """Run ``command``; returns wall s, CPU s, peak tree RSS and peak single RSS (MB)."""
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=REPO_ROOT)
     tree_peak, single_peak = 0, 0
@@ -135,6 +133,12 @@ def run_cli(src: Path, dst: Path, jobs: int) -> tuple[float, float, float, float
     print(f"  {shlex.join(command)}  # {wall:.1f} s", flush=True)
     # ru_maxrss is no use here: it keeps this script's own RSS from before exec
     return wall, usage.ru_utime + usage.ru_stime, tree_peak / 1024, single_peak / 1024
+
+
+def run_cli(src: Path, dst: Path, jobs: int) -> tuple[float, float, float, float]:
+    """Run the CLI with the spectral method; see :func:`measure`."""
+    return measure([sys.executable, "-m", "cli", str(src), "-o", str(dst), "--method",
+                    "spectral", "-j", str(jobs), "--overwrite", "-q"])
 
 
 def same_shape(src: Path, dst: Path) -> bool:

@@ -84,6 +84,29 @@ def downsample2(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     return (even + _filter(odd, taps)[..., :-1]) * 0.5
 
 
+def conv_transpose(conv: nn.ConvTranspose1d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` as one matrix product and an overlap-add.
+
+    oneDNN's transposed convolution is slow on the CPU (0.75 s for the last
+    DEMUCS layer on 30 s of audio) and, for some lengths, pathologically so
+    (24 s at 528,468 frames); a GEMM followed by ``kernel / stride`` shifted
+    additions gives the same result in a tenth of the time.
+    Shape: ``[B, C_in, L] -> [B, C_out, (L - 1) * stride + kernel]``.
+    """
+    stride, kernel = conv.stride[0], conv.kernel_size[0]
+    if kernel % stride or conv.padding[0] or conv.dilation[0] != 1 or conv.groups != 1:
+        return conv(x)
+    batch, _, length = x.shape
+    c_out = conv.out_channels
+    columns = torch.matmul(conv.weight.flatten(1).t(), x)  # [B, C_out * kernel, L]
+    columns = columns.view(batch, c_out, kernel // stride, stride, length)
+    out = x.new_zeros(batch, c_out, (length - 1) * stride + kernel)
+    for piece in range(kernel // stride):
+        shifted = columns[:, :, piece].transpose(-1, -2).reshape(batch, c_out, length * stride)
+        out[..., piece * stride: piece * stride + length * stride] += shifted
+    return out + conv.bias.view(1, -1, 1) if conv.bias is not None else out
+
+
 class _Recurrent(nn.Module):
     """Two LSTM layers; bidirectional ones are projected back to ``dim``."""
 
@@ -195,8 +218,9 @@ class Demucs(nn.Module):
             skips.append(x)
         x = self.lstm(x.permute(2, 0, 1)).permute(1, 2, 0)
         for decode in self.decoder:
-            skip = skips.pop()
-            x = decode(x + skip[..., : x.shape[-1]])
+            x = x + skips.pop()[..., : x.shape[-1]]
+            for layer in decode:
+                x = conv_transpose(layer, x) if isinstance(layer, nn.ConvTranspose1d) else layer(x)
         for _ in range(self.resample // 2):
             x = downsample2(x, self.sinc_taps)
         x = x[..., :length]
