@@ -212,7 +212,7 @@ class Batch:
         jobs = 1 if per_call > 1 else max(1, min(self.options.jobs or default_jobs(), total_tasks))
         threads = max(1, default_jobs() // jobs)
         if jobs == 1:
-            worker_backend(self.spec, threads)
+            worker_backend(self.spec, threads, built=self.backend)
         batches = (delayed(run_chunks)(self.spec, threads, group)
                    for group in _groups(self._tasks(), per_call))
         files_done, audio_done = 0, 0.0

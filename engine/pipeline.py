@@ -1,6 +1,7 @@
-"""What a worker does with one chunk: read, resample, enhance, resample back.
+"""What a worker does with a batch of chunks: read, resample, enhance, resample
+back.
 
-Workers are handed a picklable :class:`ChunkTask` and the backend's
+Workers are handed picklable :class:`ChunkTask` lists and the backend's
 :class:`~engine.backends.BackendSpec`; each worker process builds a backend
 once and keeps it for every later chunk, and sets its torch thread count once
 so that N workers share the cores instead of oversubscribing them.
@@ -72,13 +73,15 @@ def keep_memory_flat() -> None:
         _libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
 
-def worker_backend(spec: backends.BackendSpec, threads: int) -> backends.Backend:
-    """The backend for ``spec`` in this process, built on first use."""
+def worker_backend(spec: backends.BackendSpec, threads: int,
+                   built: backends.Backend | None = None) -> backends.Backend:
+    """The backend for ``spec`` in this process, built on first use (or
+    ``built``, when the caller already has one: a model is loaded once)."""
     key = spec.key()
     if key not in _worker_backends:
         keep_memory_flat()
         torch.set_num_threads(threads)
-        _worker_backends[key] = backends.build(spec)
+        _worker_backends[key] = built or backends.build(spec)
     return _worker_backends[key]
 
 

@@ -67,16 +67,18 @@ def test_channels_mix_writes_the_enhanced_mono_mix_to_every_channel(tmp_path, cl
     assert snr_db(expected, out[:, 0]) > 60
 
 
-@pytest.mark.parametrize("architecture, bound_db", [({"hidden": 16}, 40),
-                                                    ({"hidden": 16, "causal": False, "stride": 2,
-                                                      "resample": 2}, 30)])
-def test_chunked_run_matches_the_whole_file_forward(tmp_path, bench_data, architecture, bound_db):
-    """60 s at 16 kHz in 10 s chunks against one forward pass over the whole
-    file (the reference's way, normalised by the whole file's deviation)."""
+@pytest.mark.parametrize("architecture, seconds, bound_db", [
+    ({"hidden": 16}, 60, 40),
+    # The non-causal model's LSTM runs at 1 kHz (stride 2): 20 s keeps it quick.
+    ({"hidden": 16, "causal": False, "stride": 2, "resample": 2}, 20, 30)])
+def test_chunked_run_matches_the_whole_file_forward(tmp_path, bench_data, architecture, seconds,
+                                                    bound_db):
+    """A long file at 16 kHz in 10 s chunks against one forward pass over the
+    whole file (the reference's way, normalised by the whole file's deviation)."""
     speech, rate = sf.read(str(bench_data / "librispeech_ljspeech_ami_cv__lhotse"
                                / "libri-1088-134315-0000.wav"), dtype="float32")
-    noisy = np.resize(speech, 60 * rate) + 0.02 * np.random.default_rng(0).standard_normal(
-        60 * rate).astype(np.float32)
+    noisy = np.resize(speech, seconds * rate) + 0.02 * np.random.default_rng(0).standard_normal(
+        seconds * rate).astype(np.float32)
     sf.write(str(tmp_path / "long.wav"), noisy, rate, subtype="FLOAT")
     torch.manual_seed(4)
     model = Demucs(**architecture).eval()
@@ -87,7 +89,7 @@ def test_chunked_run_matches_the_whole_file_forward(tmp_path, bench_data, archit
     options = BatchOptions(method="demucs", jobs=1, segment_s=10,
                            backend_options={"weights": tmp_path / "m.th"})
     batch = Batch(jobs, options)
-    assert len(batch.files[0].chunks) == 6
+    assert len(batch.files[0].chunks) == seconds // 10
     assert [r.status for r in batch.run()] == ["done"]
     chunked = sf.read(str(tmp_path / "out.wav"), dtype="float32")[0]
     assert snr_db(whole, chunked) >= bound_db
