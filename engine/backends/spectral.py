@@ -214,18 +214,25 @@ def track_and_gain(power: torch.Tensor, noise: torch.Tensor, gain_floor: float,
 def _track_noise(power: torch.Tensor, noise: torch.Tensor, prior_ratio: float,
                  log_prior_odds: float, spp_smoothing: float, stagnation_limit: float,
                  noise_smoothing: float) -> torch.Tensor:
-    """Gerkmann-Hendriks noise power per frame ``[N, F, T]``."""
+    """Gerkmann-Hendriks noise power per frame ``[N, F, T]``.
+
+    Written with fused and in-place operations: this loop runs once per frame,
+    so the number of operations in it is the backend's speed.
+    """
     track = torch.empty_like(power)
+    noise = noise.clone()
     spp_mean = torch.zeros_like(noise)
+    offset = torch.full_like(noise, -log_prior_odds)
     for t in range(power.shape[-1]):
         frame = power[..., t]
-        speech_prob = torch.sigmoid(frame / noise * prior_ratio - log_prior_odds)
-        spp_mean = spp_smoothing * spp_mean + (1 - spp_smoothing) * speech_prob
+        speech_prob = torch.sigmoid(torch.addcdiv(offset, frame, noise, value=prior_ratio))
+        spp_mean.lerp_(speech_prob, 1.0 - spp_smoothing)
         # A probability stuck near one would freeze the estimate: cap it.
         speech_prob = torch.where(spp_mean > stagnation_limit,
                                   speech_prob.clamp(max=stagnation_limit), speech_prob)
-        noise = noise_smoothing * noise + (1 - noise_smoothing) * (
-            noise + (1 - speech_prob) * (frame - noise))
+        # noise <- s * noise + (1 - s) * E[noise | frame], with
+        # E[noise | frame] = (1 - p) * frame + p * noise.
+        noise.addcmul_(1.0 - speech_prob, frame - noise, value=1.0 - noise_smoothing)
         track[..., t] = noise
     return track
 
@@ -243,8 +250,9 @@ def _decision_directed(power: torch.Tensor, noise: torch.Tensor,
     prior = torch.empty_like(power)
     prev_speech_power = torch.zeros_like(power[..., 0])
     for t in range(power.shape[-1]):
-        prior_snr = (weight * prev_speech_power / noise[..., t] + ml_prior_snr[..., t]).clamp(min=floor)
-        wiener = prior_snr / (1 + prior_snr)
-        prev_speech_power = wiener * wiener * power[..., t]
+        prior_snr = torch.addcdiv(ml_prior_snr[..., t], prev_speech_power, noise[..., t],
+                                  value=weight).clamp_(min=floor)
         prior[..., t] = prior_snr
+        wiener = prior_snr / (prior_snr + 1.0)
+        prev_speech_power = wiener.square_().mul_(power[..., t])
     return prior
