@@ -48,11 +48,10 @@ def _list_models(value: bool) -> None:
         return
     from engine.backends.demucs import PRETRAINED, cached_path
 
-    sizes = {"dns48": "18.9 M", "dns64": "33.5 M", "master64": "33.5 M", "valentini_nc": "60.8 M"}
     print(f"{'model':<13} {'parameters':<11} {'rate':<7} {'causal':<7} {'trained on':<28} cached")
     for name, model in PRETRAINED.items():
         path = cached_path(name)
-        print(f"{name:<13} {sizes[name]:<11} {'16 kHz':<7} {'yes' if model.causal else 'no':<7} "
+        print(f"{name:<13} {f'{model.parameters_m} M':<11} {'16 kHz':<7} {'yes' if model.causal else 'no':<7} "
               f"{model.trained_on:<28} {path if path.exists() else 'no'}")
     raise typer.Exit(0)
 

@@ -170,17 +170,13 @@ class Batch:
         if job.source == STDIO:
             path = spool_stdin()
             self._spooled.append(path)
-        try:
+        try:  # name the file as the user did (stdin is spooled to a temporary)
             info = probe(path)
+            file_std = (channel_std(path, info, self.options.mix_channels)
+                        if self.backend.uses_file_std else None)
         except FileError as error:
             raise FileError(job.source, error.cause)
         fmt, subtype = output_format(info, job.output, self.options.fmt, self.options.subtype)
-        file_std = None
-        if self.backend.uses_file_std:
-            try:
-                file_std = channel_std(path, info, self.options.mix_channels)
-            except FileError as error:
-                raise FileError(job.source, error.cause)
         return _FileState(file_id, job, path, info, self._plan(info), fmt, subtype, file_std)
 
     def _plan(self, info: AudioInfo) -> list[Chunk]:
@@ -213,7 +209,8 @@ class Batch:
         threads = max(1, default_jobs() // jobs)
         if jobs == 1:
             worker_backend(self.spec, threads, built=self.backend)
-        batches = (delayed(run_chunks)(self.spec, threads, group)
+        batches = (delayed(run_chunks)(self.spec, threads, group, self.options.dry,
+                                       self.options.mix_channels)
                    for group in _groups(self._tasks(), per_call))
         files_done, audio_done = 0, 0.0
         try:
@@ -238,8 +235,7 @@ class Batch:
         for state in self.files:
             for chunk in state.chunks:
                 yield ChunkTask(state.file_id, str(state.path), state.job.source,
-                                state.info.sample_rate, chunk, self.options.dry,
-                                self.options.mix_channels, state.file_std)
+                                state.info.sample_rate, chunk, state.file_std)
 
     def _longest_chunk_s(self) -> float:
         return max((c.read_stop - c.read_start) / s.info.sample_rate

@@ -45,8 +45,6 @@ class ChunkTask:
     name: str
     sample_rate: int
     chunk: Chunk
-    dry: float = 0.0
-    mix_channels: bool = False
     file_std: np.ndarray | None = None
 
 
@@ -152,8 +150,8 @@ def _finish(audio: np.ndarray, enhanced: torch.Tensor, dry: float) -> np.ndarray
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def run_chunks(spec: backends.BackendSpec, threads: int,
-               tasks: list[ChunkTask]) -> list[ChunkResult]:
+def run_chunks(spec: backends.BackendSpec, threads: int, tasks: list[ChunkTask],
+               dry: float = 0.0, mix_channels: bool = False) -> list[ChunkResult]:
     """Process chunks (a batch, possibly from several files) in one go.
 
     Failures come back as results, never as exceptions, so that one bad file
@@ -170,12 +168,11 @@ def run_chunks(spec: backends.BackendSpec, threads: int,
             results.append(ChunkResult(task.file_id, task.chunk, None,
                                        f"{task.name}: {error.cause}", 0.0))
     if readable:
-        first = readable[0][0]
         try:
             backend = worker_backend(spec, threads)
             outputs = enhance_batch(backend, [(audio, task.sample_rate, task.file_std)
                                               for task, audio in readable],
-                                    first.dry, first.mix_channels)
+                                    dry, mix_channels)
             errors = [None] * len(readable)
         except Exception as error:  # a backend bug must fail these files, not the batch
             outputs = [None] * len(readable)

@@ -39,6 +39,7 @@ class PretrainedModel:
     file_name: str
     architecture: dict
     trained_on: str
+    parameters_m: float
 
     @property
     def url(self) -> str:
@@ -50,12 +51,15 @@ class PretrainedModel:
 
 
 PRETRAINED = {model.name: model for model in [
-    PretrainedModel("dns48", "dns48-11decc9d8e3f0998.th", {"hidden": 48}, "DNS challenge"),
-    PretrainedModel("dns64", "dns64-a7761ff99a7d5bb6.th", {"hidden": 64}, "DNS challenge"),
+    PretrainedModel("dns48", "dns48-11decc9d8e3f0998.th", {"hidden": 48}, "DNS challenge",
+                    18.9),
+    PretrainedModel("dns64", "dns64-a7761ff99a7d5bb6.th", {"hidden": 64}, "DNS challenge",
+                    33.5),
     PretrainedModel("master64", "master64-8a5dfb4bb92753dd.th", {"hidden": 64},
-                    "DNS challenge and Valentini"),
+                    "DNS challenge and Valentini", 33.5),
     PretrainedModel("valentini_nc", "valentini_nc-93fc4337.th",
-                    {"hidden": 64, "causal": False, "stride": 2, "resample": 2}, "Valentini"),
+                    {"hidden": 64, "causal": False, "stride": 2, "resample": 2}, "Valentini",
+                    60.8),
 ]}
 SAMPLE_RATE = 16_000
 
@@ -259,9 +263,9 @@ class DemucsBackend:
         return int(max(1, min(32, 0.5 * free // self.activation_bytes(chunk_s))))
 
     def activation_bytes(self, chunk_s: float) -> float:
-        """Peak activation memory of one chunk: the encoder's first layers at
-        ``resample`` times 16 kHz dominate (measured: ~2.5 kB per input sample
-        for dns48, scaling with ``hidden``)."""
+        """Peak activation memory of one chunk, estimated from the layer
+        sizes: the first layers at ``resample`` times 16 kHz dominate, about
+        2.5 kB per input sample for dns48, in proportion to ``hidden``."""
         hidden = self.model.encoder[0][0].out_channels
         return 2.5e3 * hidden / 48 * chunk_s * SAMPLE_RATE * self.model.resample / 4
 
