@@ -193,6 +193,9 @@ class AtomicWriter:
         except (sf.LibsndfileError, RuntimeError, OSError) as error:
             self.temporary.unlink(missing_ok=True)
             raise FileError(target, f"cannot write {fmt}/{subtype}: {_libsndfile_cause(error)}")
+        except BaseException:  # Ctrl-C between creating the file and opening it
+            self.temporary.unlink(missing_ok=True)
+            raise
 
     def write(self, block: np.ndarray) -> int:
         """Append ``[channels, frames]``; returns how many samples were clipped."""
