@@ -84,27 +84,55 @@ def downsample2(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     return (even + _filter(odd, taps)[..., :-1]) * 0.5
 
 
-def conv_transpose(conv: nn.ConvTranspose1d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` as one matrix product and an overlap-add.
+def strided_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` on time-major ``x``, for ``kernel == r * stride``.
 
-    oneDNN's transposed convolution is slow on the CPU (0.75 s for the last
-    DEMUCS layer on 30 s of audio) and, for some lengths, pathologically so
-    (24 s at 528,468 frames); a GEMM followed by ``kernel / stride`` shifted
-    additions gives the same result in a tenth of the time.
-    Shape: ``[B, C_in, L] -> [B, C_out, (L - 1) * stride + kernel]``.
+    Viewed as ``[B, L / stride, stride * C_in]``, the input is a matrix whose
+    row ``t`` holds the samples of block ``t``; output frame ``t`` covers the
+    blocks ``t .. t + r - 1``, so the convolution is ``r`` matrix products on
+    shifted views of that one matrix: no im2col copy, no layout change.
+    Shape: ``[B, L, C_in] -> [B, (L - kernel) / stride + 1, C_out]``.
     """
     stride, kernel = conv.stride[0], conv.kernel_size[0]
-    if kernel % stride or conv.padding[0] or conv.dilation[0] != 1 or conv.groups != 1:
-        return conv(x)
-    batch, _, length = x.shape
+    batch, length, c_in = x.shape
+    pieces = kernel // stride
+    frames = (length - kernel) // stride + 1
+    blocks = x.reshape(batch, length // stride, stride * c_in)
+    weight = conv.weight.permute(2, 1, 0).reshape(pieces, stride * c_in, conv.out_channels)
+    out = x.new_empty(batch, frames, conv.out_channels)
+    for item in range(batch):
+        torch.addmm(conv.bias, blocks[item, :frames], weight[0], out=out[item])
+        for piece in range(1, pieces):
+            out[item].addmm_(blocks[item, piece: piece + frames], weight[piece])
+    return out
+
+
+def strided_conv_transpose(conv: nn.ConvTranspose1d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` on time-major ``x``, for ``kernel == r * stride``: each
+    input frame contributes ``r`` blocks of ``stride`` output samples, one
+    matrix product per block position, accumulated in place.
+    Shape: ``[B, L, C_in] -> [B, (L - 1) * stride + kernel, C_out]``.
+    """
+    stride, kernel = conv.stride[0], conv.kernel_size[0]
+    batch, frames, c_in = x.shape
+    pieces = kernel // stride
     c_out = conv.out_channels
-    columns = torch.matmul(conv.weight.flatten(1).t(), x)  # [B, C_out * kernel, L]
-    columns = columns.view(batch, c_out, kernel // stride, stride, length)
-    out = x.new_zeros(batch, c_out, (length - 1) * stride + kernel)
-    for piece in range(kernel // stride):
-        shifted = columns[:, :, piece].transpose(-1, -2).reshape(batch, c_out, length * stride)
-        out[..., piece * stride: piece * stride + length * stride] += shifted
-    return out + conv.bias.view(1, -1, 1) if conv.bias is not None else out
+    weight = conv.weight.permute(0, 2, 1).reshape(c_in, pieces, stride * c_out)
+    bias = conv.bias.repeat(stride)
+    out = x.new_empty(batch, frames + pieces - 1, stride * c_out)
+    for item in range(batch):
+        torch.addmm(bias, x[item], weight[:, 0], out=out[item, :frames])
+        out[item, frames:] = bias
+        for piece in range(1, pieces):
+            out[item, piece: piece + frames].addmm_(x[item], weight[:, piece])
+    return out.view(batch, -1, c_out)
+
+
+def pointwise(conv: nn.Conv1d, x: torch.Tensor, glu: bool) -> torch.Tensor:
+    """A 1x1 convolution, then a gated linear unit (or a ReLU), on
+    time-major ``x``. Shape: ``[B, L, C] -> [B, L, C_out / 2]`` (or ``C_out``)."""
+    y = torch.matmul(x, conv.weight[:, :, 0].t()).add_(conv.bias)
+    return F.glu(y, dim=-1) if glu else y.relu_()
 
 
 class _Recurrent(nn.Module):
@@ -148,9 +176,12 @@ class Demucs(nn.Module):
         super().__init__()
         if resample not in (1, 2, 4):
             raise ValueError(f"resample must be 1, 2 or 4, got {resample}")
+        if kernel_size % stride:
+            raise ValueError(f"kernel_size must be a multiple of stride, got {kernel_size} "
+                             f"and {stride}")
         self.chin, self.chout, self.depth = chin, chout, depth
         self.kernel_size, self.stride, self.resample = kernel_size, stride, resample
-        self.causal, self.normalize, self.floor = causal, normalize, floor
+        self.causal, self.normalize, self.floor, self.glu = causal, normalize, floor, glu
         self.sample_rate = sample_rate
         scale = 2 if glu else 1
         self.encoder = nn.ModuleList()
@@ -197,10 +228,18 @@ class Demucs(nn.Module):
         return self.stride ** self.depth // self.resample
 
     def forward(self, mix: torch.Tensor, std: torch.Tensor | None = None) -> torch.Tensor:
-        """Enhance ``mix`` ``[B, C, T]`` (or ``[B, T]``).
+        """Enhance ``mix`` ``[B, C, T]`` (or ``[B, T]``); for inference (the
+        layers write into preallocated tensors, which autograd does not follow).
 
         ``std`` ``[B, 1, 1]`` replaces the input's own standard deviation for
         normalisation; pass the whole file's when ``mix`` is one chunk of it.
+
+        Between the resamplers the signal is time-major, ``[B, T, C]``: every
+        layer is then a matrix product on a view of the previous layer's
+        output, and the LSTM reads it as it is. The modules are used for
+        their parameters only; this is 2.3x faster on the CPU than calling
+        them on ``[B, C, T]``, whose convolutions spend their time on im2col
+        and layout copies.
         """
         if mix.dim() == 2:
             mix = mix.unsqueeze(1)
@@ -212,15 +251,18 @@ class Demucs(nn.Module):
         x = F.pad(mix, (0, self.valid_length(length) - length))
         for _ in range(self.resample // 2):
             x = upsample2(x, self.sinc_taps)
+        x = x.transpose(1, 2).contiguous()
         skips = []
         for encode in self.encoder:
-            x = encode(x)
+            x = pointwise(encode[2], strided_conv(encode[0], x).relu_(), self.glu)
             skips.append(x)
-        x = self.lstm(x.permute(2, 0, 1)).permute(1, 2, 0)
-        for decode in self.decoder:
-            x = x + skips.pop()[..., : x.shape[-1]]
-            for layer in decode:
-                x = conv_transpose(layer, x) if isinstance(layer, nn.ConvTranspose1d) else layer(x)
+        x = self.lstm(x.transpose(0, 1)).transpose(0, 1)
+        for index, decode in enumerate(self.decoder):
+            x = pointwise(decode[0], x + skips.pop()[:, : x.shape[1]], self.glu)
+            x = strided_conv_transpose(decode[2], x)
+            if index < self.depth - 1:
+                x = x.relu_()
+        x = x.transpose(1, 2)
         for _ in range(self.resample // 2):
             x = downsample2(x, self.sinc_taps)
         x = x[..., :length]
