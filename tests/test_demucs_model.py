@@ -66,3 +66,51 @@ def test_valid_length_padding_keeps_any_length():
     for length in (1, 2, 255, 1000, 4097):
         with torch.no_grad():
             assert model(torch.randn(2, 1, length)).shape == (2, 1, length)
+
+
+def _modules_forward(model, mix):
+    """The forward pass written plainly with the model's own modules, on
+    ``[B, C, T]`` (what the time-major layers must reproduce)."""
+    from engine.backends.demucs_model import downsample2, upsample2
+    std = mix.mean(dim=1, keepdim=True).std(dim=-1, keepdim=True)
+    x = mix / (model.floor + std)
+    length = x.shape[-1]
+    x = torch.nn.functional.pad(x, (0, model.valid_length(length) - length))
+    for _ in range(model.resample // 2):
+        x = upsample2(x, model.sinc_taps)
+    skips = []
+    for encode in model.encoder:
+        x = encode(x)
+        skips.append(x)
+    x = model.lstm(x.permute(2, 0, 1)).permute(1, 2, 0)
+    for decode in model.decoder:
+        x = decode(x + skips.pop()[..., : x.shape[-1]])
+    for _ in range(model.resample // 2):
+        x = downsample2(x, model.sinc_taps)
+    return x[..., :length] * std
+
+
+@pytest.mark.parametrize("architecture", [
+    dict(chin=2, chout=2, hidden=6, depth=3, kernel_size=8, stride=2, resample=2, glu=False),
+    dict(hidden=5, depth=4, kernel_size=6, stride=3, resample=1, causal=False),
+    dict(hidden=4, depth=2, kernel_size=4, stride=4, resample=4),
+])
+def test_time_major_layers_equal_the_modules_on_other_architectures(architecture, monkeypatch):
+    """Configurations the golden files do not cover (no GLU, two channels,
+    other kernels and strides, a batch), with blocks smaller than the signal
+    so that block edges are crossed."""
+    import engine.backends.demucs_model as demucs_model
+    monkeypatch.setattr(demucs_model, "BLOCK_FRAMES", 7)
+    torch.manual_seed(0)
+    model = Demucs(**architecture).eval()
+    mix = torch.randn(3, architecture.get("chin", 1), 3000)
+    with torch.no_grad():
+        expected = _modules_forward(model, mix)
+        out = model(mix)
+    assert out.shape == mix.shape[:1] + (architecture.get("chout", 1), 3000)
+    assert (out - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+def test_kernel_not_a_multiple_of_stride_is_refused():
+    with pytest.raises(ValueError, match="multiple of stride"):
+        Demucs(kernel_size=7, stride=4)

@@ -84,13 +84,20 @@ def downsample2(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     return (even + _filter(odd, taps)[..., :-1]) * 0.5
 
 
-def strided_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` on time-major ``x``, for ``kernel == r * stride``.
+BLOCK_FRAMES = 2048
+
+
+def encoder_layer(conv: nn.Conv1d, pointwise: nn.Conv1d, x: torch.Tensor,
+                  glu: bool) -> torch.Tensor:
+    """One encoder layer (strided convolution, ReLU, 1x1 convolution, GLU or
+    ReLU) on time-major ``x``, for ``kernel == r * stride``.
 
     Viewed as ``[B, L / stride, stride * C_in]``, the input is a matrix whose
     row ``t`` holds the samples of block ``t``; output frame ``t`` covers the
     blocks ``t .. t + r - 1``, so the convolution is ``r`` matrix products on
-    shifted views of that one matrix: no im2col copy, no layout change.
+    shifted views of that one matrix: no im2col copy, no layout change. It
+    runs ``BLOCK_FRAMES`` output frames at a time, so the intermediate
+    tensors stay in the cache and only the layer's output is written out.
     Shape: ``[B, L, C_in] -> [B, (L - kernel) / stride + 1, C_out]``.
     """
     stride, kernel = conv.stride[0], conv.kernel_size[0]
@@ -99,40 +106,56 @@ def strided_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     frames = (length - kernel) // stride + 1
     blocks = x.reshape(batch, length // stride, stride * c_in)
     weight = conv.weight.permute(2, 1, 0).reshape(pieces, stride * c_in, conv.out_channels)
-    out = x.new_empty(batch, frames, conv.out_channels)
+    weight_1x1 = pointwise.weight[:, :, 0].t()
+    out = x.new_empty(batch, frames, pointwise.out_channels // (2 if glu else 1))
     for item in range(batch):
-        torch.addmm(conv.bias, blocks[item, :frames], weight[0], out=out[item])
-        for piece in range(1, pieces):
-            out[item].addmm_(blocks[item, piece: piece + frames], weight[piece])
+        for first in range(0, frames, BLOCK_FRAMES):
+            stop = min(frames, first + BLOCK_FRAMES)
+            hidden = torch.addmm(conv.bias, blocks[item, first:stop], weight[0])
+            for piece in range(1, pieces):
+                hidden.addmm_(blocks[item, first + piece: stop + piece], weight[piece])
+            hidden = torch.addmm(pointwise.bias, hidden.relu_(), weight_1x1)
+            _activate(hidden, glu, out=out[item, first:stop])
     return out
 
 
-def strided_conv_transpose(conv: nn.ConvTranspose1d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` on time-major ``x``, for ``kernel == r * stride``: each
-    input frame contributes ``r`` blocks of ``stride`` output samples, one
-    matrix product per block position, accumulated in place.
+def decoder_layer(pointwise: nn.Conv1d, conv: nn.ConvTranspose1d, x: torch.Tensor,
+                  skip: torch.Tensor, glu: bool, relu: bool) -> torch.Tensor:
+    """One decoder layer (skip connection added, 1x1 convolution, GLU or
+    ReLU, transposed strided convolution, ReLU if ``relu``) on time-major
+    ``x``, for ``kernel == r * stride``: each input frame contributes ``r``
+    blocks of ``stride`` output samples, one matrix product per block
+    position, accumulated in place, ``BLOCK_FRAMES`` input frames at a time.
     Shape: ``[B, L, C_in] -> [B, (L - 1) * stride + kernel, C_out]``.
     """
     stride, kernel = conv.stride[0], conv.kernel_size[0]
-    batch, frames, c_in = x.shape
+    batch, frames, _ = x.shape
     pieces = kernel // stride
     c_out = conv.out_channels
-    weight = conv.weight.permute(0, 2, 1).reshape(c_in, pieces, stride * c_out)
-    bias = conv.bias.repeat(stride)
-    out = x.new_empty(batch, frames + pieces - 1, stride * c_out)
+    weight_1x1 = pointwise.weight[:, :, 0].t()
+    weight = conv.weight.permute(0, 2, 1).reshape(conv.in_channels, pieces, stride * c_out)
+    out = conv.bias.repeat(stride).expand(batch, frames + pieces - 1, -1).contiguous()
     for item in range(batch):
-        torch.addmm(bias, x[item], weight[:, 0], out=out[item, :frames])
-        out[item, frames:] = bias
-        for piece in range(1, pieces):
-            out[item, piece: piece + frames].addmm_(x[item], weight[:, piece])
+        for first in range(0, frames, BLOCK_FRAMES):
+            stop = min(frames, first + BLOCK_FRAMES)
+            hidden = torch.addmm(pointwise.bias, x[item, first:stop] + skip[item, first:stop],
+                                 weight_1x1)
+            hidden = _activate(hidden, glu)
+            for piece in range(pieces):
+                out[item, first + piece: stop + piece].addmm_(hidden, weight[:, piece])
+            if relu:  # rows before ``stop`` get nothing more from later blocks
+                out[item, first:stop].relu_()
+        if relu:
+            out[item, frames:].relu_()
     return out.view(batch, -1, c_out)
 
 
-def pointwise(conv: nn.Conv1d, x: torch.Tensor, glu: bool) -> torch.Tensor:
-    """A 1x1 convolution, then a gated linear unit (or a ReLU), on
-    time-major ``x``. Shape: ``[B, L, C] -> [B, L, C_out / 2]`` (or ``C_out``)."""
-    y = torch.matmul(x, conv.weight[:, :, 0].t()).add_(conv.bias)
-    return F.glu(y, dim=-1) if glu else y.relu_()
+def _activate(x: torch.Tensor, glu: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A gated linear unit over the last dimension (or a ReLU), into ``out``."""
+    if not glu:
+        return x.relu_() if out is None else torch.clamp(x, min=0, out=out)
+    half = x.shape[-1] // 2
+    return torch.mul(x[:, :half], x[:, half:].sigmoid_(), out=out)
 
 
 class _Recurrent(nn.Module):
@@ -254,14 +277,12 @@ class Demucs(nn.Module):
         x = x.transpose(1, 2).contiguous()
         skips = []
         for encode in self.encoder:
-            x = pointwise(encode[2], strided_conv(encode[0], x).relu_(), self.glu)
+            x = encoder_layer(encode[0], encode[2], x, self.glu)
             skips.append(x)
         x = self.lstm(x.transpose(0, 1)).transpose(0, 1)
         for index, decode in enumerate(self.decoder):
-            x = pointwise(decode[0], x + skips.pop()[:, : x.shape[1]], self.glu)
-            x = strided_conv_transpose(decode[2], x)
-            if index < self.depth - 1:
-                x = x.relu_()
+            x = decoder_layer(decode[0], decode[2], x, skips.pop(), self.glu,
+                              relu=index < self.depth - 1)
         x = x.transpose(1, 2)
         for _ in range(self.resample // 2):
             x = downsample2(x, self.sinc_taps)
