@@ -161,3 +161,20 @@ def test_list_models_shows_what_is_cached(tmp_path, monkeypatch, cli, tiny_state
     assert rows["dns64"].endswith(str(cached))
     assert rows["dns48"].endswith(" no")
     assert " no " in rows["valentini_nc"] and "yes" in rows["dns48"]
+
+
+def test_half_precision_checkpoint_runs_in_float32(tmp_path, tiny_state):
+    half = {name: value.half() for name, value in tiny_state.items()}
+    torch.save({"kwargs": TINY, "state": half}, tmp_path / "half.th")
+    wrong = {**tiny_state, "encoder.0.0.weight": tiny_state["encoder.0.0.weight"][:2]}
+    torch.save({"kwargs": TINY, "state": wrong}, tmp_path / "wrong_shape.th")
+    model = demucs.load_model("dns48", weights=tmp_path / "half.th").eval()
+    reference = Demucs(**TINY).eval()
+    reference.load_state_dict(tiny_state)
+    mix = torch.randn(1, 1, 4000)
+    with torch.no_grad():
+        out, expected = model(mix), reference(mix)
+    assert out.dtype == torch.float32
+    assert (out - expected).abs().max() <= 2e-3 * expected.abs().max()
+    with pytest.raises(demucs.ModelError, match="wrong_shape.th.*do not fit"):
+        demucs.load_model("dns48", weights=tmp_path / "wrong_shape.th")

@@ -29,9 +29,11 @@ SINC_ZEROS = 56
 def _half_sample_sinc(zeros: int = SINC_ZEROS) -> torch.Tensor:
     """Windowed sinc taps at half-sample offsets ``±0.5, ±1.5, ...``: the
     interpolation filter for the samples halfway between the given ones
-    (Smith and Gossett, ICASSP 1984)."""
-    window = torch.hann_window(4 * zeros + 1, periodic=False)[1::2]
-    t = torch.linspace(-zeros + 0.5, zeros - 0.5, 2 * zeros, dtype=torch.float64) * math.pi
+    (Smith and Gossett, ICASSP 1984). Computed on the CPU even while a model
+    is built on the meta device."""
+    window = torch.hann_window(4 * zeros + 1, periodic=False, device="cpu")[1::2]
+    t = torch.linspace(-zeros + 0.5, zeros - 0.5, 2 * zeros, dtype=torch.float64,
+                       device="cpu") * math.pi
     return (torch.sin(t) / t * window.double()).float().view(1, 1, -1)
 
 
