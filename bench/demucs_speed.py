@@ -13,6 +13,8 @@ threads, and are measured in the same run:
   peak MB  peak summed RSS of the process and its children, sampled from /proc
   speed-up reference wall / ours
 
+Each is run `--repeat` times, alternately; the table shows the median run.
+
     pip download --no-deps --no-binary :all: denoiser==0.1.5 -d /tmp/ref
     tar xzf /tmp/ref/denoiser-0.1.5.tar.gz -C /tmp/ref
     python bench/demucs_speed.py --reference /tmp/ref/denoiser-0.1.5
@@ -63,12 +65,19 @@ def noisy_speech(path: Path, seconds: float) -> None:
     sf.write(str(path), clean + noise, 16000, subtype="PCM_16")
 
 
+def _median(runs: list[tuple]) -> tuple:
+    """The run with the median wall time."""
+    return sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, required=True)
     parser.add_argument("--models", default="dns48,dns64")
     parser.add_argument("--durations", default="10,60", help="seconds, comma-separated")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each; the table shows the median wall time and peak")
     args = parser.parse_args()
     print(machine())
     rows = []
@@ -82,13 +91,16 @@ def main() -> None:
             for seconds in map(float, args.durations.split(",")):
                 source = work / f"noisy-{seconds:.0f}s.wav"
                 noisy_speech(source, seconds)
-                reference = measure([sys.executable, "-c", REFERENCE_SCRIPT, str(args.reference),
-                                     repr(architecture), str(weights), str(source),
-                                     str(args.threads)])
-                ours = measure([sys.executable, "-m", "cli", str(source), "-o",
-                                str(work / "out.wav"), "--method", "demucs", "--model", name,
-                                "--weights", str(weights), "-j", "1", "--overwrite", "-q"])
-                rows.append((name, seconds, reference, ours))
+                runs = {"reference": [], "ours": []}
+                for _ in range(args.repeat):  # alternated, so drifts in machine speed hit both
+                    runs["reference"].append(measure([
+                        sys.executable, "-c", REFERENCE_SCRIPT, str(args.reference),
+                        repr(architecture), str(weights), str(source), str(args.threads)]))
+                    runs["ours"].append(measure([
+                        sys.executable, "-m", "cli", str(source), "-o", str(work / "out.wav"),
+                        "--method", "demucs", "--model", name, "--weights", str(weights),
+                        "-j", "1", "--overwrite", "-q"]))
+                rows.append((name, seconds, _median(runs["reference"]), _median(runs["ours"])))
     print("\n| model | audio s | reference wall s | reference s/s | reference peak MB "
           "| denoise wall s | denoise s/s | denoise peak MB | speed-up |")
     print("|---|---|---|---|---|---|---|---|---|")
