@@ -136,17 +136,28 @@ def decoder_layer(pointwise: nn.Conv1d, conv: nn.ConvTranspose1d, x: torch.Tenso
     c_out = conv.out_channels
     weight_1x1 = pointwise.weight[:, :, 0].t()
     weight = conv.weight.permute(0, 2, 1).reshape(conv.in_channels, pieces, stride * c_out)
-    out = conv.bias.repeat(stride).expand(batch, frames + pieces - 1, -1).contiguous()
+    bias = conv.bias.repeat(stride)
+    out = x.new_empty(batch, frames + pieces - 1, stride * c_out)
     for item in range(batch):
         for first in range(0, frames, BLOCK_FRAMES):
             stop = min(frames, first + BLOCK_FRAMES)
             hidden = torch.addmm(pointwise.bias, x[item, first:stop] + skip[item, first:stop],
                                  weight_1x1)
             hidden = _activate(hidden, glu)
-            for piece in range(pieces):
+            # The first block position overwrites its rows (no separate fill
+            # of the output); the few rows the previous block already reached
+            # are kept aside and added back.
+            reached = first + pieces - 1 if first else 0
+            kept = min(reached, stop)
+            carried = out[item, first:kept].clone()
+            torch.addmm(bias, hidden, weight[:, 0], out=out[item, first:stop])
+            out[item, first:kept] += carried
+            out[item, max(stop, reached): stop + pieces - 1] = 0
+            for piece in range(1, pieces):
                 out[item, first + piece: stop + piece].addmm_(hidden, weight[:, piece])
             if relu:  # rows before ``stop`` get nothing more from later blocks
                 out[item, first:stop].relu_()
+        out[item, frames:] += bias
         if relu:
             out[item, frames:].relu_()
     return out.view(batch, -1, c_out)
