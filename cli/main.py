@@ -146,9 +146,10 @@ def denoise(
     download_model: Annotated[Optional[str], typer.Option(
         "--download-model", metavar="NAME", is_eager=True, callback=_download_model,
         help="Download a pretrained model into the cache, then exit.")] = None,
-    segment: Annotated[float, typer.Option(
-        "--segment-s", min=1.0, help="Long files are processed in chunks of this many "
-                                     "seconds (memory use grows with it).")] = 30.0,
+    segment: Annotated[Optional[float], typer.Option(
+        "--segment-s", min=1.0, show_default=False,
+        help="Long files are processed in chunks of this many seconds; memory use grows "
+             "with it [default: 30 for spectral, 60 for demucs].")] = None,
 ) -> None:
     from engine import Batch, BatchOptions, DenoiseError, plan_jobs
 

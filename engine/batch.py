@@ -36,7 +36,8 @@ class BatchOptions:
 
     ``existing`` is what to do when an output exists: ``"error"`` (that file
     fails), ``"overwrite"`` or ``"skip"``. ``segment_s`` is the length of the
-    chunks long files are cut into, ``overlap_s`` their cross-fade.
+    chunks long files are cut into (``None``: the backend's own choice),
+    ``overlap_s`` their cross-fade.
     """
 
     method: str = "spectral"
@@ -45,7 +46,7 @@ class BatchOptions:
     existing: str = "error"
     fmt: str | None = None
     subtype: str | None = None
-    segment_s: float = 30.0
+    segment_s: float | None = None
     overlap_s: float = 0.5
     dry: float = 0.0
     mix_channels: bool = False
@@ -53,7 +54,7 @@ class BatchOptions:
     def __post_init__(self) -> None:
         if self.existing not in ("error", "overwrite", "skip"):
             raise ValueError(f"existing must be error, overwrite or skip, not {self.existing!r}")
-        if not 0 <= self.overlap_s < self.segment_s:
+        if not 0 <= self.overlap_s < (self.segment_s or float("inf")):
             raise ValueError("need 0 <= overlap_s < segment_s")
         if not 0 <= self.dry <= 1:
             raise ValueError(f"dry must be within [0, 1], got {self.dry}")
@@ -183,7 +184,7 @@ class Batch:
         rate = info.sample_rate
         before, after = self.backend.context_frames(rate)
         margin = round(RESAMPLE_CONTEXT_S * rate)
-        segment = max(1, round(self.options.segment_s * rate))
+        segment = max(1, round((self.options.segment_s or self.backend.segment_s) * rate))
         overlap = min(round(self.options.overlap_s * rate), segment - 1)
         return plan_chunks(info.frames, segment, overlap, before + margin, after + margin,
                            align=self.backend.alignment(rate))

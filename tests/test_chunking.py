@@ -37,7 +37,7 @@ def test_overlap_add_of_unchanged_chunks_is_exact():
 class _Gain:
     """A stand-in backend that halves the signal: chunking must not change that."""
 
-    name, sample_rate, uses_file_std = "half", 8000, False
+    name, sample_rate, uses_file_std, segment_s = "half", 8000, False, 30.0
 
     def context_frames(self, sample_rate):
         return 0, 0

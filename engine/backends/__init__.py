@@ -20,11 +20,14 @@ class Backend(Protocol):
     ``sample_rate`` is the rate ``enhance`` expects, or ``None`` for any rate.
     ``context_frames`` says how much real signal (in samples at the rate given)
     the backend needs before and after a chunk for the chunk's output to match
-    a whole-file run. ``enhance`` maps mono signals ``[N, T] -> [N, T]``.
+    a whole-file run. ``segment_s`` is the chunk length it prefers: longer
+    chunks repeat that context less often and hold more memory.
+    ``enhance`` maps mono signals ``[N, T] -> [N, T]``.
     """
 
     name: str
     sample_rate: int | None
+    segment_s: float
 
     def context_frames(self, sample_rate: int) -> tuple[int, int]: ...
 

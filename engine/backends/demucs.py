@@ -241,6 +241,9 @@ class DemucsBackend:
     name = "demucs"
     sample_rate = SAMPLE_RATE
     uses_file_std = True
+    # 60 s chunks: the warm-up repeated before each costs 5 % rather than 10 %,
+    # for about 1.2 GB (dns48) per worker rather than 0.9 GB.
+    segment_s = 60.0
 
     def __init__(self, options: DemucsOptions = DemucsOptions()):
         self.options = options

@@ -126,6 +126,7 @@ class SpectralBackend:
     name = "spectral"
     sample_rate: int | None = None
     uses_file_std = False
+    segment_s = 30.0
 
     def __init__(self, options: SpectralOptions = SpectralOptions()):
         self.options = options
