@@ -146,6 +146,17 @@ def denoise(
     download_model: Annotated[Optional[str], typer.Option(
         "--download-model", metavar="NAME", is_eager=True, callback=_download_model,
         help="Download a pretrained model into the cache, then exit.")] = None,
+    report: Annotated[Optional[Path], typer.Option(
+        "--report", metavar="DIR", file_okay=False,
+        help="Measure every file before and after (levels, loudness, noise floor, SNR) and "
+             "write DIR/report.json, report.csv and report.html.")] = None,
+    plot: Annotated[bool, typer.Option(
+        "--plot", help="Draw each file's waveform and spectrogram before and after, as a "
+                       "PNG next to the output (in DIR/plots with --report).")] = False,
+    reference: Annotated[Optional[Path], typer.Option(
+        "--reference", metavar="DIR", exists=True, file_okay=False,
+        help="Clean recordings, matched to inputs by relative path: adds PESQ, STOI, "
+             "ESTOI and SI-SDR of input and output to the report.")] = None,
     segment: Annotated[Optional[float], typer.Option(
         "--segment-s", min=1.0, show_default=False,
         help="Long files are processed in chunks of this many seconds; memory use grows "
@@ -159,6 +170,8 @@ def denoise(
         _usage_error("--overwrite and --skip-existing cannot be used together")
     if json_lines and output == "-":
         _usage_error("--json prints to standard output, which '-o -' uses for audio")
+    if (report or plot or reference) and output == "-":
+        _usage_error("--report, --plot and --reference need output files, not '-o -'")
     for value, check in ((fmt, _check_format), (subtype, _check_subtype)):
         if value is not None:
             check(value)
@@ -192,16 +205,85 @@ def denoise(
                 results = batch.run(on_progress=lambda p: bar.update(
                     task, completed=p.audio_s_done, files=f"{p.files_done}/{p.files_total}"))
             counts = {"done": 0, "skipped": 0, "failed": 0, "planned": 0}
+            reports = []
             for result in results:
                 counts[result.status] += 1
                 _present(result, json_lines, verbose, dry_run)
+                if not dry_run and (report or plot or reference):
+                    reports.append(_examine(result, inputs, report, plot, reference,
+                                            method.value))
     except KeyboardInterrupt:
         console.print("interrupted: unfinished outputs were removed")
         raise typer.Exit(130)
     failed += counts["failed"]
+    if report is not None:
+        from engine.report import write_reports
+
+        settings = {"method": method.value, "dry": dry, "channels": channels.value,
+                    **{key: str(value) for key, value in backend_options.items()}}
+        paths = write_reports(report, reports, settings)
+        if not quiet and not json_lines:
+            _metrics_table(reports)
+            console.print(f"report: {paths['html']}", markup=False)
     if not quiet and not json_lines:
         _summary(counts, failed, batch.audio_s_total, time.perf_counter() - started)
     raise typer.Exit(1 if failed else 0)
+
+
+def _examine(result, inputs: list[str], report: Optional[Path], plot: bool,
+             reference: Optional[Path], method: str):
+    """Measure (and plot) one finished file; a failure here is reported and
+    leaves the enhanced file as it is."""
+    from engine.plots import plot_file
+    from engine.report import FileReport, measure, reference_for
+
+    clean = reference_for(result.input, inputs, reference) if reference else None
+    try:
+        record = (measure(result, clean) if report is not None or reference is not None else
+                  FileReport(input=result.input, output=result.output, status=result.status,
+                             error=result.error))
+        if plot and result.status == "done":
+            output = Path(result.output)
+            png = (report / "plots" / f"{output.stem}.png" if report is not None
+                   else output.with_suffix(".png"))
+            record.plot = str(plot_file(result.input, result.output, png,
+                                        f"{Path(result.input).name} - {method}"))
+    except Exception as error:  # noqa: BLE001 - one file's report must not stop the batch
+        console.print(f"error: {result.input}: could not measure or plot ({error})",
+                      markup=False)
+        record = FileReport(input=result.input, output=result.output, status=result.status,
+                            error=result.error)
+    return record
+
+
+def _metrics_table(reports) -> None:
+    from rich.table import Table
+
+    scored = any(record.reference for record in reports)
+    table = Table(title="before -> after", title_justify="left")
+    headings = ["file", "loudness LUFS", "peak dBFS", "noise floor dBFS", "SNR dB",
+                "reduction dB"] + (["PESQ", "STOI"] if scored else [])
+    for heading in headings:
+        table.add_column(heading, justify="left" if heading == "file" else "right")
+
+    def pair(record, name, digits=1):
+        before, after = record.metrics.get(f"{name}_in"), record.metrics.get(f"{name}_out")
+        if before is None and after is None:
+            return "-"
+        show = lambda value: "-" if value is None else f"{value:.{digits}f}"  # noqa: E731
+        return f"{show(before)} -> {show(after)}"
+
+    for record in reports:
+        if record.status != "done":
+            continue
+        reduction = record.metrics.get("noise_reduction_db")
+        cells = [Path(record.input).name, pair(record, "loudness_lufs"),
+                 pair(record, "peak_dbfs"), pair(record, "noise_floor_dbfs"),
+                 pair(record, "snr_db"), "-" if reduction is None else f"{reduction:.1f}"]
+        if scored:
+            cells += [pair(record, "pesq", 2), pair(record, "stoi", 3)]
+        table.add_row(*cells)
+    console.print(table)
 
 
 def _progress_bar(enabled: bool) -> Progress:
