@@ -239,9 +239,8 @@ def _examine(result, inputs: list[str], report: Optional[Path], plot: bool,
 
     clean = reference_for(result.input, inputs, reference) if reference else None
     try:
-        record = (measure(result, clean) if report is not None or reference is not None else
-                  FileReport(input=result.input, output=result.output, status=result.status,
-                             error=result.error))
+        record = (measure(result, clean) if report is not None or reference is not None
+                  else FileReport.of(result))
         if plot and result.status == "done":
             output = Path(result.output)
             png = (report / "plots" / f"{output.stem}.png" if report is not None
@@ -251,8 +250,7 @@ def _examine(result, inputs: list[str], report: Optional[Path], plot: bool,
     except Exception as error:  # noqa: BLE001 - one file's report must not stop the batch
         console.print(f"error: {result.input}: could not measure or plot ({error})",
                       markup=False)
-        record = FileReport(input=result.input, output=result.output, status=result.status,
-                            error=result.error)
+        record = FileReport.of(result)
     return record
 
 

@@ -42,6 +42,13 @@ class FileReport:
     reference: str | None = None
     plot: str | None = None
 
+    @classmethod
+    def of(cls, result) -> "FileReport":
+        """The record of an engine ``FileResult``, before any measurement."""
+        return cls(input=result.input, output=result.output, status=result.status,
+                   error=result.error, duration_s=result.duration_s, seconds=result.seconds,
+                   realtime_factor=result.realtime_factor)
+
     def row(self) -> dict:
         """The flat CSV row: the run's fields, then every metric column."""
         record = {name: getattr(self, name) for name in CSV_FIRST}
@@ -67,9 +74,7 @@ def measure(result, reference: Path | None = None) -> FileReport:
     """A :class:`FileReport` for a finished ``result`` (an engine
     ``FileResult``): the input and output are read again, in blocks.
     ``reference`` is the clean file to score against, if any."""
-    report = FileReport(input=result.input, output=result.output, status=result.status,
-                        error=result.error, duration_s=result.duration_s,
-                        seconds=result.seconds, realtime_factor=result.realtime_factor)
+    report = FileReport.of(result)
     if result.status != "done" or result.output == "-" or result.input == "-":
         return report
     import soundfile as sf
