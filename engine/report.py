@@ -13,7 +13,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.metrics import REFERENCE_METRICS, Levels, measure_file, reference_scores
+from engine.dnsmos import SCORES as DNSMOS_SCORES
+from engine.dnsmos import dnsmos
+from engine.metrics import REFERENCE_METRICS, measure_file, reference_scores
 
 LEVEL_FIELDS = ("peak_dbfs", "rms_dbfs", "clipped", "loudness_lufs", "noise_floor_dbfs",
                 "snr_db")
@@ -58,22 +60,29 @@ class FileReport:
         return record
 
 
-def metric_columns(reference: bool) -> list[str]:
+def metric_columns(reference: bool, dnsmos: bool = False) -> list[str]:
     """The metric columns, each naming its side: ``peak_dbfs_in``,
     ``peak_dbfs_out``, ..., ``noise_reduction_db``, then with a reference
-    ``pesq_in``, ``pesq_out``, ``pesq_delta`` and so on."""
+    ``pesq_in``, ``pesq_out``, ``pesq_delta`` and so on, then with DNSMOS
+    ``dnsmos_sig_in`` ... ``dnsmos_ovrl_delta``."""
     columns = [f"{name}_{side}" for name in LEVEL_FIELDS for side in ("in", "out")]
     columns.append("noise_reduction_db")
     if reference:
-        columns += [f"{metric}_{side}" for metric in REFERENCE_METRICS
-                    for side in ("in", "out", "delta")]
+        columns += _compared(REFERENCE_METRICS)
+    if dnsmos:
+        columns += _compared(f"dnsmos_{score}" for score in DNSMOS_SCORES)
     return columns
 
 
-def measure(result, reference: Path | None = None) -> FileReport:
+def _compared(metrics) -> list[str]:
+    return [f"{metric}_{side}" for metric in metrics for side in ("in", "out", "delta")]
+
+
+def measure(result, reference: Path | None = None, dnsmos: bool = False) -> FileReport:
     """A :class:`FileReport` for a finished ``result`` (an engine
     ``FileResult``): the input and output are read again, in blocks.
-    ``reference`` is the clean file to score against, if any."""
+    ``reference`` is the clean file to score against, if any; ``dnsmos``
+    adds DNSMOS P.835 scores of both sides."""
     report = FileReport.of(result)
     if result.status != "done" or result.output == "-" or result.input == "-":
         return report
@@ -105,7 +114,25 @@ def measure(result, reference: Path | None = None) -> FileReport:
             for column in metric_columns(True)[len(metric_columns(False)):]:
                 report.metrics[column] = scores.get(column)
             report.missing.update(missing)
+    if dnsmos:
+        _add_dnsmos(report, result.input, result.output)
     return report
+
+
+def _add_dnsmos(report: FileReport, before: str, after: str) -> None:
+    sides = {"in": dnsmos(before), "out": dnsmos(after)}
+    for score in DNSMOS_SCORES:
+        values = {}
+        for side, (scores, reason) in sides.items():
+            values[side] = scores.get(score)
+            if reason is not None:
+                report.missing[f"dnsmos_{score}_{side}"] = reason
+        values["delta"] = (values["out"] - values["in"]
+                           if None not in (values["in"], values["out"]) else None)
+        if values["delta"] is None:
+            report.missing[f"dnsmos_{score}_delta"] = "not scored on one side"
+        for side, value in values.items():
+            report.metrics[f"dnsmos_{score}_{side}"] = value
 
 
 def reference_for(source: str, inputs: list[str], reference_dir: Path) -> Path:
@@ -131,7 +158,8 @@ def write_reports(folder: Path, reports: list[FileReport], settings: dict) -> di
     each written under a temporary name and renamed. Returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     with_reference = any(report.reference for report in reports)
-    columns = metric_columns(with_reference)
+    with_dnsmos = any(key.startswith("dnsmos_") for report in reports for key in report.metrics)
+    columns = metric_columns(with_reference, with_dnsmos)
     summary = summarise(reports, columns)
     document = {
         "schema": SCHEMA_VERSION,
@@ -215,7 +243,8 @@ HEADINGS = {
     "rms_dbfs": "RMS dBFS", "clipped": "clipped", "loudness_lufs": "loudness LUFS",
     "noise_floor_dbfs": "noise floor dBFS", "snr_db": "SNR dB",
     "noise_reduction_db": "noise reduction dB", "pesq": "PESQ", "stoi": "STOI",
-    "estoi": "ESTOI", "si_sdr": "SI-SDR dB",
+    "estoi": "ESTOI", "si_sdr": "SI-SDR dB", "dnsmos_sig": "DNSMOS SIG",
+    "dnsmos_bak": "DNSMOS BAK", "dnsmos_ovrl": "DNSMOS OVRL",
 }
 
 STYLE = """
@@ -224,7 +253,7 @@ h1{font-size:20px}table{border-collapse:collapse;font-size:12px}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
 th{background:#f0f0f0;cursor:pointer;position:sticky;top:0}
 td.name{text-align:left}td.missing{color:#999}tr.failed td{background:#fdd}
-.summary td,.summary th{text-align:left}
+.summary td,.summary th,.means th{text-align:left}.wide{overflow-x:auto}
 section.file{margin:24px 0;border-top:1px solid #ccc;padding-top:8px}
 section.file img{max-width:100%;border:1px solid #ddd}
 audio{vertical-align:middle;margin-right:16px}
@@ -265,6 +294,24 @@ def _cell(value, missing: str | None = None) -> str:
     return f'<td data-value="{html.escape(str(value))}">{shown}</td>'
 
 
+def _mean_rows(columns: list[str], means: dict) -> str:
+    """One row per metric: its mean before, after, and the change (the mean
+    of the files' changes, which is the change of the means)."""
+    rows = {}
+    for column in columns:
+        base, _, side = column.rpartition("_")
+        if side not in ("in", "out", "delta"):  # a change in itself: the noise reduction
+            base, side = column, "delta"
+        rows.setdefault(base, {})[side] = means.get(column)
+    for sides in rows.values():
+        if sides.get("delta") is None and None not in (sides.get("in"), sides.get("out")):
+            sides["delta"] = sides["out"] - sides["in"]
+    return "".join(
+        f"<tr><th>{HEADINGS.get(base, base)}</th>"
+        + "".join(_cell(sides.get(side)) for side in ("in", "out", "delta")) + "</tr>"
+        for base, sides in rows.items() if any(value is not None for value in sides.values()))
+
+
 def _link(folder: Path, path: str) -> str:
     return html.escape(Path(os.path.relpath(Path(path).resolve(), folder.resolve())).as_posix())
 
@@ -296,9 +343,7 @@ def _html(folder: Path, reports: list[FileReport], columns: list[str], summary: 
                          f'alt="before and after: {html.escape(report.input)}">')
         parts.append("</section>")
         sections.append("".join(parts))
-    means = summary["mean"]
-    mean_rows = "".join(f"<tr><th>{_heading(column)}</th>{_cell(means[column])}</tr>"
-                        for column in columns if means[column] is not None)
+    mean_rows = _mean_rows(columns, summary["mean"])
     setting_text = html.escape(", ".join(f"{key}={value}" for key, value in settings.items()))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>denoise report</title>
@@ -310,11 +355,14 @@ def _html(folder: Path, reports: list[FileReport], columns: list[str], summary: 
 {summary['failed']} failed)</td></tr>
 <tr><th>audio</th><td>{summary['audio_hours']:.3f} h</td></tr>
 <tr><th>processing</th><td>{summary['processing_s']:.1f} s</td></tr>
-{mean_rows}
 </tbody></table>
+<h2>Mean over the files</h2>
+<table class="means"><thead><tr><th></th><th>before</th><th>after</th><th>change</th></tr></thead>
+<tbody>{mean_rows}</tbody></table>
 <h2>Files</h2>
-<table class="sortable" id="files"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>
-<tbody>{"".join(rows)}</tbody></table>
+<div class="wide"><table class="sortable" id="files">
+<thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>
+<tbody>{"".join(rows)}</tbody></table></div>
 {"".join(sections)}
 <script>{SORT_SCRIPT}</script>
 </body></html>

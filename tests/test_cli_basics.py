@@ -155,3 +155,18 @@ def test_plain_output_when_not_a_terminal(tmp_path):
     lines = done.stderr.splitlines()
     assert any(line.startswith("error: ") and "b.wav" in line for line in lines)
     assert any(line.startswith("done: ") and "a.wav" in line for line in lines)
+
+
+def test_a_run_with_worker_processes_ends_when_its_work_is_done(tmp_path):
+    """The workers are told to stop at exit; the command does not wait out
+    their idle timeout (300 s) before returning to the shell."""
+    import subprocess
+    import sys
+
+    for name in ("a.wav", "b.wav"):
+        write_audio(tmp_path / "in" / name)
+    done = subprocess.run([sys.executable, "-m", "cli", str(tmp_path / "in"), "-o",
+                           str(tmp_path / "out"), "-j", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.wav", "b.wav"]
