@@ -46,6 +46,17 @@ class Channels(str, Enum):
     mix = "mix"
 
 
+class Preset(str, Enum):
+    podcast = "podcast"
+    broadcast = "broadcast"
+
+
+class Clip(str, Enum):
+    limit = "limit"
+    report = "report"
+    error = "error"
+
+
 def _list_models(value: bool) -> None:
     if not value:
         return
@@ -103,6 +114,23 @@ def denoise(
     channels: Annotated[Channels, typer.Option(
         help="each: enhance every channel on its own; mix: enhance the mono mix and "
              "write it to every channel.")] = Channels.each,
+    loudness: Annotated[Optional[float], typer.Option(
+        "--loudness", metavar="LUFS", max=0.0,
+        help="Normalise each output's integrated loudness (ITU-R BS.1770) to LUFS.")] = None,
+    true_peak: Annotated[Optional[float], typer.Option(
+        "--true-peak", metavar="DBTP", max=0.0,
+        help="Limit inter-sample peaks (4x oversampled) to DBTP with a look-ahead "
+             "limiter.")] = None,
+    preset: Annotated[Optional[Preset], typer.Option(
+        help="podcast: -16 LUFS (-19 for mono files), -1 dBTP; broadcast (EBU R128): "
+             "-23 LUFS, -1 dBTP. --loudness and --true-peak override its parts.")] = None,
+    clip: Annotated[Clip, typer.Option(
+        help="Samples beyond full scale in an integer or lossy output: limit them "
+             "(look-ahead limiter at 0 dBFS), report (clip and count them) or error "
+             "(fail the file).")] = Clip.limit,
+    residue: Annotated[bool, typer.Option(
+        "--residue", help="Also write what was removed (input minus output, before "
+                          "loudness and limiting) as NAME.residue.EXT beside each output.")] = False,
     recursive: Annotated[bool, typer.Option("--recursive", "-r",
                                             help="Walk folders recursively.")] = False,
     glob: Annotated[Optional[str], typer.Option(
@@ -167,7 +195,7 @@ def denoise(
         help="Long files are processed in chunks of this many seconds; memory use grows "
              "with it [default: 30 for spectral, 60 for demucs].")] = None,
 ) -> None:
-    from engine import Batch, BatchOptions, DenoiseError, plan_jobs
+    from engine import Batch, BatchOptions, DenoiseError, Finishing, plan_jobs
 
     if not inputs or output is None:
         _usage_error("give INPUT... and -o OUT (see --help)")
@@ -175,6 +203,8 @@ def denoise(
         _usage_error("--overwrite and --skip-existing cannot be used together")
     if json_lines and output == "-":
         _usage_error("--json prints to standard output, which '-o -' uses for audio")
+    if residue and output == "-":
+        _usage_error("--residue needs output files, not '-o -'")
     if (report or plot or reference or dnsmos) and output == "-":
         _usage_error("--report, --plot, --reference and --dnsmos need output files, not '-o -'")
     if dnsmos:
@@ -194,7 +224,10 @@ def denoise(
     options = BatchOptions(
         method=method.value, jobs=jobs, fmt=fmt, subtype=subtype, segment_s=segment,
         existing="overwrite" if overwrite else "skip" if skip_existing else "error",
-        dry=dry, mix_channels=channels is Channels.mix, backend_options=backend_options)
+        dry=dry, mix_channels=channels is Channels.mix, backend_options=backend_options,
+        finishing=Finishing(loudness_lufs=loudness, true_peak_dbtp=true_peak,
+                            preset=preset.value if preset else None, clip=clip.value,
+                            residue=residue))
     try:
         jobs_list, problems = plan_jobs(inputs, output, recursive=recursive, pattern=glob,
                                         overwrite=overwrite, fmt=fmt)
@@ -316,6 +349,9 @@ def _present(result, json_lines: bool, verbose: bool, dry_run: bool) -> None:
     if result.status == "failed":
         if not json_lines:
             console.print(f"error: {result.error}", markup=False)
+    elif result.clipped_samples and not json_lines:
+        console.print(f"warning: {result.output}: {result.clipped_samples} samples clipped "
+                      "at full scale", markup=False)
     elif dry_run and not json_lines:
         console.print(f"would write {result.output}  (from {result.input})", markup=False)
     elif verbose and not json_lines:

@@ -17,10 +17,12 @@ from engine import backends
 from engine.batch import Batch, BatchOptions, FileResult, Progress, default_jobs
 from engine.discovery import Job, plan_jobs
 from engine.errors import DenoiseError, FileError, UsageError
+from engine.finishing import PRESETS, Finishing
 from engine.pipeline import enhance_audio
 
-__all__ = ["Batch", "BatchOptions", "DenoiseError", "FileError", "FileResult", "Job",
-           "Progress", "UsageError", "default_jobs", "enhance_array", "plan_jobs"]
+__all__ = ["PRESETS", "Batch", "BatchOptions", "DenoiseError", "FileError", "FileResult",
+           "Finishing", "Job", "Progress", "UsageError", "default_jobs", "enhance_array",
+           "plan_jobs"]
 
 
 def enhance_array(audio: np.ndarray, sample_rate: int, method: str = "spectral",

@@ -208,9 +208,15 @@ class AtomicWriter:
         self._file.write(np.ascontiguousarray(block.T))
         return clipped
 
+    def close(self) -> None:
+        """Finish writing, so the temporary file can be read back; it still
+        has its temporary name until :meth:`commit`."""
+        if not self._file.closed:
+            self._file.close()
+
     def commit(self) -> None:
         """Finish the file and give it its real name (or send it to stdout)."""
-        self._file.close()
+        self.close()
         if self._stdout is not None:
             with open(self.temporary, "rb") as finished:
                 shutil.copyfileobj(finished, self._stdout)
@@ -223,8 +229,7 @@ class AtomicWriter:
 
     def abort(self) -> None:
         """Drop the partial file; the target is left as it was."""
-        if not self._file.closed:
-            self._file.close()
+        self.close()
         self.temporary.unlink(missing_ok=True)
 
 

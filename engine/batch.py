@@ -19,11 +19,12 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from engine import backends
-from engine.audio_io import (STDIO, AtomicWriter, AudioInfo, channel_std, output_format, probe,
+from engine.audio_io import (STDIO, AudioInfo, channel_std, output_format, probe,
                             spool_stdin)
 from engine.chunking import Chunk, OverlapAdd, plan_chunks
 from engine.discovery import Job
 from engine.errors import FileError
+from engine.finishing import Finishing, OutputSink
 from engine.pipeline import ChunkResult, ChunkTask, run_chunks, worker_backend
 
 # Margin for the resampling filters' own reach at chunk edges.
@@ -50,6 +51,7 @@ class BatchOptions:
     overlap_s: float = 0.5
     dry: float = 0.0
     mix_channels: bool = False
+    finishing: Finishing = field(default_factory=Finishing)
 
     def __post_init__(self) -> None:
         if self.existing not in ("error", "overwrite", "skip"):
@@ -121,7 +123,7 @@ class _FileState:
     fmt: str
     subtype: str
     file_std: np.ndarray | None = None
-    writer: AtomicWriter | None = None
+    writer: OutputSink | None = None
     ola: OverlapAdd = field(default_factory=OverlapAdd)
     waiting: dict[int, ChunkResult] = field(default_factory=dict)
     next_index: int = 0
@@ -254,14 +256,16 @@ class Batch:
             while state.next_index in state.waiting:
                 ready = state.waiting.pop(state.next_index)
                 if state.writer is None:
-                    state.writer = AtomicWriter(state.job.output, state.info.sample_rate,
-                                                state.info.channels, state.fmt, state.subtype,
-                                                self._stdout if state.job.output == STDIO else None)
-                state.clipped += state.writer.write(state.ola.add(ready.chunk, ready.kept))
+                    state.writer = OutputSink(
+                        state.job.output, state.path, state.info.sample_rate,
+                        state.info.channels, state.fmt, state.subtype, self.options.finishing,
+                        self._stdout if state.job.output == STDIO else None)
+                state.writer.write(state.ola.add(ready.chunk, ready.kept))
                 state.next_index += 1
             if state.next_index < len(state.chunks):
                 return None
             state.writer.commit()
+            state.clipped = state.writer.clipped
             state.writer = None
         except FileError as error:
             return self._fail(state, str(error))

@@ -56,3 +56,19 @@ def bench_data() -> Path:
     if not (BENCH_DATA / "manifest.csv").exists():
         pytest.fail(f"bench data not found at {BENCH_DATA}; set DENOISE_BENCH_DATA")
     return BENCH_DATA
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory):
+    """A small random DEMUCS saved as a training package (the file states its
+    architecture): ``(path, model)``."""
+    import torch
+
+    from engine.backends.demucs_model import Demucs
+
+    small = {"hidden": 8, "depth": 4}
+    torch.manual_seed(3)
+    model = Demucs(**small)
+    path = tmp_path_factory.mktemp("weights") / "small.th"
+    torch.save({"class": None, "args": [], "kwargs": small, "state": model.state_dict()}, path)
+    return path, model.eval()

@@ -9,18 +9,6 @@ from conftest import noisy_tone, snr_db
 from engine import Batch, BatchOptions, plan_jobs
 from engine.backends.demucs_model import Demucs
 
-SMALL = {"hidden": 8, "depth": 4}  # a training package: the file states its architecture
-
-
-@pytest.fixture(scope="module")
-def small_checkpoint(tmp_path_factory):
-    torch.manual_seed(3)
-    model = Demucs(**SMALL)
-    path = tmp_path_factory.mktemp("weights") / "small.th"
-    torch.save({"class": None, "args": [], "kwargs": SMALL, "state": model.state_dict()}, path)
-    return path, model.eval()
-
-
 @pytest.mark.parametrize("rate, channels, subtype", [(16000, 1, "PCM_16"), (44100, 2, "PCM_24"),
                                                      (48000, 6, "FLOAT"), (8000, 1, "PCM_16")])
 def test_rate_channels_and_length_are_kept(tmp_path, cli, small_checkpoint, rate, channels, subtype):
