@@ -44,6 +44,7 @@ class Method(str, Enum):
 class Channels(str, Enum):
     each = "each"
     mix = "mix"
+    linked = "linked"
 
 
 class Preset(str, Enum):
@@ -88,9 +89,8 @@ def _download_model(name: Optional[str]) -> None:
     raise typer.Exit(0)
 
 
-def _spectral_options(atten_lim_db: float, strength: float,
-                      noise_file: Optional[Path]) -> dict:
-    options = {"atten_lim_db": atten_lim_db, "strength": strength}
+def _spectral_options(strength: float, noise_file: Optional[Path]) -> dict:
+    options = {"strength": strength}
     if noise_file is not None:
         options["noise_file"] = noise_file
     return options
@@ -113,7 +113,8 @@ def denoise(
         "output: 0 = fully denoised, 1 = the input unchanged.")] = 0.0,
     channels: Annotated[Channels, typer.Option(
         help="each: enhance every channel on its own; mix: enhance the mono mix and "
-             "write it to every channel.")] = Channels.each,
+             "write it to every channel; linked: apply the mono mix's gains to every "
+             "channel, so a stereo image stays where it is.")] = Channels.each,
     loudness: Annotated[Optional[float], typer.Option(
         "--loudness", metavar="LUFS", max=0.0,
         help="Normalise each output's integrated loudness (ITU-R BS.1770) to LUFS.")] = None,
@@ -151,10 +152,11 @@ def denoise(
         "--format", help="Output container, e.g. WAV, FLAC, OGG (default: as the input).")] = None,
     subtype: Annotated[Optional[str], typer.Option(
         help="Output sample format, e.g. PCM_16, PCM_24, FLOAT (default: as the input).")] = None,
-    atten_lim: Annotated[float, typer.Option(
-        "--atten-lim", metavar="DB", min=0.1,
-        help="spectral: most attenuation of any time-frequency region, in dB; "
-             "lower keeps more background.")] = 15.0,
+    atten_lim: Annotated[Optional[float], typer.Option(
+        "--atten-lim", metavar="DB", min=0.0, show_default=False,
+        help="The most any time-frequency region is attenuated, in dB, so background "
+             "becomes quieter rather than gone; 0 means no limit [default: 15 for "
+             "spectral, no limit for demucs].")] = None,
     strength: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="spectral: 0 changes nothing, 1 applies the full "
                                "noise reduction.")] = 1.0,
@@ -220,11 +222,11 @@ def denoise(
     if method is Method.demucs:
         backend_options = {"model": model, "weights": weights, "device": device}
     else:
-        backend_options = _spectral_options(atten_lim, strength, noise_file)
+        backend_options = _spectral_options(strength, noise_file)
     options = BatchOptions(
         method=method.value, jobs=jobs, fmt=fmt, subtype=subtype, segment_s=segment,
         existing="overwrite" if overwrite else "skip" if skip_existing else "error",
-        dry=dry, mix_channels=channels is Channels.mix, backend_options=backend_options,
+        dry=dry, channels=channels.value, atten_lim_db=atten_lim, backend_options=backend_options,
         finishing=Finishing(loudness_lufs=loudness, true_peak_dbtp=true_peak,
                             preset=preset.value if preset else None, clip=clip.value,
                             residue=residue))
@@ -268,6 +270,9 @@ def denoise(
         from engine.report import write_reports
 
         settings = {"method": method.value, "dry": dry, "channels": channels.value,
+                    "atten_lim_db": atten_lim, "loudness_lufs": loudness,
+                    "true_peak_dbtp": true_peak, "preset": preset.value if preset else None,
+                    "clip": clip.value,
                     **{key: str(value) for key, value in backend_options.items()}}
         paths = write_reports(report, reports, settings)
         if show:

@@ -18,7 +18,7 @@ from engine.batch import Batch, BatchOptions, FileResult, Progress, default_jobs
 from engine.discovery import Job, plan_jobs
 from engine.errors import DenoiseError, FileError, UsageError
 from engine.finishing import PRESETS, Finishing
-from engine.pipeline import enhance_audio
+from engine.pipeline import Shaping, enhance_audio
 
 __all__ = ["PRESETS", "Batch", "BatchOptions", "DenoiseError", "FileError", "FileResult",
            "Finishing", "Job", "Progress", "UsageError", "default_jobs", "enhance_array",
@@ -34,5 +34,5 @@ def enhance_array(audio: np.ndarray, sample_rate: int, method: str = "spectral",
     """
     backend = backends.build(backends.BackendSpec(method, options))
     signal = np.asarray(audio, dtype=np.float32)
-    enhanced = enhance_audio(backend, np.atleast_2d(signal), sample_rate, dry)
+    enhanced = enhance_audio(backend, np.atleast_2d(signal), sample_rate, Shaping(dry=dry))
     return enhanced.reshape(signal.shape)

@@ -25,7 +25,7 @@ from engine.chunking import Chunk, OverlapAdd, plan_chunks
 from engine.discovery import Job
 from engine.errors import FileError
 from engine.finishing import Finishing, OutputSink
-from engine.pipeline import ChunkResult, ChunkTask, run_chunks, worker_backend
+from engine.pipeline import ChunkResult, ChunkTask, Shaping, run_chunks, worker_backend
 
 # Margin for the resampling filters' own reach at chunk edges.
 RESAMPLE_CONTEXT_S = 0.01
@@ -50,7 +50,8 @@ class BatchOptions:
     segment_s: float | None = None
     overlap_s: float = 0.5
     dry: float = 0.0
-    mix_channels: bool = False
+    channels: str = "each"
+    atten_lim_db: float | None = None
     finishing: Finishing = field(default_factory=Finishing)
 
     def __post_init__(self) -> None:
@@ -58,8 +59,8 @@ class BatchOptions:
             raise ValueError(f"existing must be error, overwrite or skip, not {self.existing!r}")
         if not 0 <= self.overlap_s < (self.segment_s or float("inf")):
             raise ValueError("need 0 <= overlap_s < segment_s")
-        if not 0 <= self.dry <= 1:
-            raise ValueError(f"dry must be within [0, 1], got {self.dry}")
+        if self.atten_lim_db is not None and self.atten_lim_db < 0:
+            raise ValueError(f"atten_lim_db must be >= 0 (0: no limit), got {self.atten_lim_db}")
 
 
 @dataclass
@@ -141,7 +142,13 @@ class Batch:
 
     def __init__(self, jobs: list[Job], options: BatchOptions, stdout: BinaryIO | None = None):
         self.options = options
-        self.spec = backends.BackendSpec(options.method, dict(options.backend_options))
+        backend_options = dict(options.backend_options)
+        generic_limit = options.atten_lim_db or None
+        if options.atten_lim_db is not None and options.method in backends.OWN_GAIN_FLOOR:
+            backend_options["atten_lim_db"] = options.atten_lim_db
+            generic_limit = None
+        self.shaping = Shaping(options.channels, generic_limit, options.dry)
+        self.spec = backends.BackendSpec(options.method, backend_options)
         self.backend = backends.build(self.spec)
         self._stdout = stdout
         self._spooled: list[Path] = []
@@ -175,7 +182,7 @@ class Batch:
             self._spooled.append(path)
         try:  # name the file as the user did (stdin is spooled to a temporary)
             info = probe(path)
-            file_std = (channel_std(path, info, self.options.mix_channels)
+            file_std = (channel_std(path, info, self.shaping.enhances_mix)
                         if self.backend.uses_file_std else None)
         except FileError as error:
             raise FileError(job.source, error.cause)
@@ -212,8 +219,7 @@ class Batch:
         threads = max(1, default_jobs() // jobs)
         if jobs == 1:
             worker_backend(self.spec, threads, built=self.backend)
-        batches = (delayed(run_chunks)(self.spec, threads, group, self.options.dry,
-                                       self.options.mix_channels)
+        batches = (delayed(run_chunks)(self.spec, threads, group, self.shaping)
                    for group in _groups(self._tasks(), per_call))
         files_done, audio_done = 0, 0.0
         try:

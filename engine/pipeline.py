@@ -1,5 +1,5 @@
 """What a worker does with a batch of chunks: read, resample, enhance, resample
-back.
+back, shape (channels, attenuation limit, dry mix).
 
 Workers are handed picklable :class:`ChunkTask` lists and the backend's
 :class:`~engine.backends.BackendSpec`; each worker process builds a backend
@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from engine import backends
 from engine.audio_io import read_frames
+from engine.bands import limit_attenuation, linked_gains
 from engine.chunking import Chunk
 from engine.errors import FileError
 
@@ -94,28 +95,53 @@ def resample(audio: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
     return out[..., : max(1, round(length * to_rate / from_rate))]
 
 
-def enhance_audio(backend: backends.Backend, audio: np.ndarray, sample_rate: int,
-                  dry: float = 0.0, file_std: np.ndarray | None = None,
-                  mix_channels: bool = False) -> np.ndarray:
-    """Enhance ``[C, T]`` at ``sample_rate``; same shape out, no delay.
+@dataclass(frozen=True)
+class Shaping:
+    """What becomes of a backend's output at the file's rate, in each chunk.
 
-    Channels are enhanced independently (as a batch), at the backend's rate,
-    or with ``mix_channels`` their mean is enhanced once and written to each.
-    ``dry`` mixes that fraction of the original back in, at the file's rate
-    so the dry part keeps its full band.
+    ``channels``: ``each`` channel enhanced on its own; ``mix``: the mono mix
+    enhanced and written to every channel; ``linked``: the mono mix
+    enhanced, and its per-bin gain applied to every channel (the stereo
+    image stays put). ``atten_lim_db``: no time-frequency bin ends up more
+    than this below the input (``None``: no limit; for backends without a
+    gain floor of their own). ``dry``: the fraction of the input mixed back.
     """
-    return enhance_batch(backend, [(audio, sample_rate, file_std)], dry, mix_channels)[0]
+
+    channels: str = "each"
+    atten_lim_db: float | None = None
+    dry: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.channels not in CHANNEL_MODES:
+            raise ValueError(f"channels must be one of {', '.join(CHANNEL_MODES)}, "
+                             f"not {self.channels!r}")
+        if not 0 <= self.dry <= 1:
+            raise ValueError(f"dry must be within [0, 1], got {self.dry}")
+
+    @property
+    def enhances_mix(self) -> bool:
+        return self.channels != "each"
+
+
+CHANNEL_MODES = ("each", "mix", "linked")
+
+
+def enhance_audio(backend: backends.Backend, audio: np.ndarray, sample_rate: int,
+                  shaping: Shaping = Shaping(),
+                  file_std: np.ndarray | None = None) -> np.ndarray:
+    """Enhance ``[C, T]`` at ``sample_rate``; same shape out, no delay."""
+    return enhance_batch(backend, [(audio, sample_rate, file_std)], shaping)[0]
 
 
 def enhance_batch(backend: backends.Backend,
                   signals: list[tuple[np.ndarray, int, np.ndarray | None]],
-                  dry: float = 0.0, mix_channels: bool = False) -> list[np.ndarray]:
+                  shaping: Shaping = Shaping()) -> list[np.ndarray]:
     """Enhance several ``(audio [C, T], sample_rate, file_std)`` signals, from
     any files, in as few backend calls as possible: rows at the same backend
     rate are zero-padded at the end to the longest and stacked into one batch
     (on a GPU, one batch per call is what makes it fast). Returns each
     signal's enhanced ``[C, T]``."""
-    sources = [audio.mean(axis=0, keepdims=True) if mix_channels else audio
+    sources = [audio.mean(axis=0, keepdims=True) if shaping.enhances_mix else audio
                for audio, _, _ in signals]
     rates = [backend.sample_rate or rate for _, rate, _ in signals]
     with torch.inference_mode():
@@ -133,25 +159,28 @@ def enhance_batch(backend: backends.Backend,
             out = backend.enhance(stacked, rate, std).cpu()
             for i, part in zip(members, out.split([rows[i].shape[0] for i in members])):
                 enhanced[i] = part[..., : rows[i].shape[-1]]
-        return [_finish(audio, resample(out, to_rate, rate), dry)
+        return [_shape(audio, resample(out, to_rate, rate).numpy(), rate, shaping)
                 for (audio, rate, _), out, to_rate in zip(signals, enhanced, rates)]
 
 
-def _finish(audio: np.ndarray, enhanced: torch.Tensor, dry: float) -> np.ndarray:
-    """Exactly the input's shape (a mono mix is copied to every channel),
-    with ``dry`` of the input mixed back."""
+def _shape(audio: np.ndarray, enhanced: np.ndarray, rate: int, shaping: Shaping) -> np.ndarray:
+    """Exactly the input's shape and length, shaped as ``shaping`` says."""
     length = audio.shape[-1]
-    out = enhanced.numpy()
-    if out.shape[-1] < length:
-        out = np.pad(out, ((0, 0), (0, length - out.shape[-1])))
-    out = np.broadcast_to(out[..., :length], audio.shape)
-    if dry:
-        out = (1 - dry) * out + dry * audio
+    if enhanced.shape[-1] < length:
+        enhanced = np.pad(enhanced, ((0, 0), (0, length - enhanced.shape[-1])))
+    enhanced = np.ascontiguousarray(enhanced[..., :length], dtype=np.float32)
+    if shaping.channels == "linked":
+        enhanced = linked_gains(audio, enhanced, rate)
+    out = np.broadcast_to(enhanced, audio.shape)
+    if shaping.atten_lim_db:
+        out = limit_attenuation(audio, np.ascontiguousarray(out), rate, shaping.atten_lim_db)
+    if shaping.dry:
+        out = (1 - shaping.dry) * out + shaping.dry * audio
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def run_chunks(spec: backends.BackendSpec, threads: int, tasks: list[ChunkTask],
-               dry: float = 0.0, mix_channels: bool = False) -> list[ChunkResult]:
+               shaping: Shaping = Shaping()) -> list[ChunkResult]:
     """Process chunks (a batch, possibly from several files) in one go.
 
     Failures come back as results, never as exceptions, so that one bad file
@@ -172,7 +201,7 @@ def run_chunks(spec: backends.BackendSpec, threads: int, tasks: list[ChunkTask],
             backend = worker_backend(spec, threads)
             outputs = enhance_batch(backend, [(audio, task.sample_rate, task.file_std)
                                               for task, audio in readable],
-                                    dry, mix_channels)
+                                    shaping)
             errors = [None] * len(readable)
         except Exception as error:  # a backend bug must fail these files, not the batch
             outputs = [None] * len(readable)

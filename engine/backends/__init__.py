@@ -64,6 +64,11 @@ FACTORIES: dict[str, Callable[[dict], Backend]] = {
 }
 
 
+# Backends whose own gain floor is the attenuation limit (``atten_lim_db``
+# among their options); the others get the pipeline's STFT floor.
+OWN_GAIN_FLOOR = frozenset({"spectral"})
+
+
 def available() -> list[str]:
     return sorted(FACTORIES)
 

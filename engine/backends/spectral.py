@@ -58,6 +58,7 @@ GAIN_SPP_PRIOR_SNR = 10 ** (5 / 10)
 # musical noise.
 DD_WEIGHT = 0.92
 PRIOR_SNR_FLOOR = 10 ** (-25 / 10)
+NO_LIMIT_DB = 100.0  # the gain is computed in the log domain, so "none" is a very low floor
 # The tracker needs this much signal before a chunk to reach the state it
 # would have had if it had run from the start of the file.
 WARMUP_S = 4.0
@@ -69,7 +70,8 @@ class SpectralOptions:
 
     Args:
         atten_lim_db: most attenuation applied to any time-frequency bin
-            (the gain floor); larger removes more noise and more speech.
+            (the gain floor); larger removes more noise and more speech; 0
+            means no limit (a floor of -100 dB).
         strength: 0 leaves the signal unchanged, 1 applies the full gain;
             values between scale the attenuation in decibels.
         noise_file: a recording of the noise alone; when given, its average
@@ -81,8 +83,8 @@ class SpectralOptions:
     noise_file: Path | None = None
 
     def __post_init__(self) -> None:
-        if not self.atten_lim_db > 0:
-            raise ValueError(f"atten_lim_db must be > 0, got {self.atten_lim_db}")
+        if not self.atten_lim_db >= 0:
+            raise ValueError(f"atten_lim_db must be >= 0 (0: no limit), got {self.atten_lim_db}")
         if not 0 <= self.strength <= 1:
             raise ValueError(f"strength must be within [0, 1], got {self.strength}")
 
@@ -162,7 +164,7 @@ class SpectralBackend:
         else:
             noise = initial_noise(power, sample_rate, hop)
             track = True
-        gain_floor = 10 ** (-self.options.atten_lim_db / 20)
+        gain_floor = 10 ** (-(self.options.atten_lim_db or NO_LIMIT_DB) / 20)
         gains = track_and_gain(power, noise, gain_floor, track)
         if self.options.strength < 1:
             gains = gains ** self.options.strength
