@@ -115,6 +115,11 @@ def denoise(
         help="each: enhance every channel on its own; mix: enhance the mono mix and "
              "write it to every channel; linked: apply the mono mix's gains to every "
              "channel, so a stereo image stays where it is.")] = Channels.each,
+    band_limit: Annotated[bool, typer.Option(
+        "--band-limit", help="demucs on files above 16 kHz: leave the output band-limited "
+                             "as the model makes it (nothing above about 7 kHz) instead of "
+                             "restoring the upper band from the input through the model's "
+                             "gain.")] = False,
     loudness: Annotated[Optional[float], typer.Option(
         "--loudness", metavar="LUFS", max=0.0,
         help="Normalise each output's integrated loudness (ITU-R BS.1770) to LUFS.")] = None,
@@ -226,7 +231,8 @@ def denoise(
     options = BatchOptions(
         method=method.value, jobs=jobs, fmt=fmt, subtype=subtype, segment_s=segment,
         existing="overwrite" if overwrite else "skip" if skip_existing else "error",
-        dry=dry, channels=channels.value, atten_lim_db=atten_lim, backend_options=backend_options,
+        dry=dry, channels=channels.value, atten_lim_db=atten_lim, full_band=not band_limit,
+        backend_options=backend_options,
         finishing=Finishing(loudness_lufs=loudness, true_peak_dbtp=true_peak,
                             preset=preset.value if preset else None, clip=clip.value,
                             residue=residue))
@@ -272,7 +278,7 @@ def denoise(
         settings = {"method": method.value, "dry": dry, "channels": channels.value,
                     "atten_lim_db": atten_lim, "loudness_lufs": loudness,
                     "true_peak_dbtp": true_peak, "preset": preset.value if preset else None,
-                    "clip": clip.value,
+                    "clip": clip.value, "full_band": not band_limit,
                     **{key: str(value) for key, value in backend_options.items()}}
         paths = write_reports(report, reports, settings)
         if show:

@@ -5,6 +5,8 @@
   quieter rather than gone (for backends with no gain floor of their own).
 - :func:`linked_gains`: one real gain per bin, taken from the enhanced mono
   mix and applied to every channel, so a stereo image does not wander.
+- :func:`extend_band`: the full band back for a backend that works at a
+  lower rate than the file (DEMUCS at 16 kHz on 44.1/48 kHz files).
 
 Both work on an STFT of about 32 ms frames with 75 % overlap at the file's
 rate, on whole chunks (with the chunk's context, so frames at its edges are
@@ -24,6 +26,15 @@ FRAME_S = 0.032
 # on the resynthesised signal's own STFT a few times removes most of that.
 PROJECTIONS = 3
 TINY = 1e-12
+# Full band: the model's output is used up to CROSSOVER_HZ[0], the input
+# shaped by the model's gain above CROSSOVER_HZ[1], and the two cross-fade
+# between. The gain is read where the model's output is whole. (With the
+# cross-fade at 6.5-7.5 kHz, an oracle low band lost 0.09 PESQ to the plain
+# path; at 7.2-8 kHz it loses none.)
+CROSSOVER_HZ = (7200.0, 8000.0)
+GUIDE_HZ = (4500.0, 6500.0)
+GAIN_SMOOTHING_FRAMES = 5  # 40 ms at a 8 ms hop: follows syllables, not noise bursts
+
 
 
 def frame_length(rate: int) -> int:
@@ -76,3 +87,54 @@ def linked_gains(noisy: np.ndarray, enhanced_mix: np.ndarray, rate: int) -> np.n
         enhanced = stft(torch.from_numpy(enhanced_mix), rate)
         gain = (enhanced.abs() / mix.abs().clamp(min=TINY)).clamp(max=1)
         return istft(channels * gain, rate, length).numpy().astype(np.float32, copy=False)
+
+
+def extend_band(noisy: np.ndarray, enhanced: np.ndarray, rate: int, band_rate: int) -> np.ndarray:
+    """``enhanced`` ``[C, T]``, which went through ``band_rate`` and back (so
+    it fades from 6 kHz and holds nothing above 8), with the band above the
+    crossover taken from ``noisy`` ``[C, T]`` through the model's own gain:
+    per frame, the ratio of enhanced to noisy energy between 4.5 and 6.5 kHz,
+    smoothed over 40 ms, at most 1. The resamplers' roll-off (0.5 dB at
+    6 kHz, 4 dB at 7 kHz, 11 dB at 8 kHz, measured) is undone first, so
+    neither the level nor the gain dips towards the crossover."""
+    length = noisy.shape[-1]
+    with torch.inference_mode():
+        noisy_spec = stft(torch.from_numpy(noisy), rate)
+        enhanced_spec = stft(torch.from_numpy(np.array(enhanced)), rate)
+        freqs = torch.fft.rfftfreq(frame_length(rate), 1 / rate)
+        guide = (freqs >= GUIDE_HZ[0]) & (freqs < GUIDE_HZ[1])
+        kernel = GAIN_SMOOTHING_FRAMES
+
+        def smoothed(power: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.avg_pool1d(power, kernel, 1, kernel // 2,
+                                                  count_include_pad=False)
+
+        equalised = enhanced_spec / _round_trip_response(rate, band_rate)[:, None]
+        ratio = smoothed(equalised[:, guide].abs().square().sum(dim=1, keepdim=True)) \
+            / smoothed(noisy_spec[:, guide].abs().square().sum(dim=1, keepdim=True)).clamp(min=TINY)
+        gain = ratio.sqrt().clamp(max=1)  # [C, 1, frames]
+        low, high = CROSSOVER_HZ
+        position = ((freqs - low) / (high - low)).clamp(0, 1)
+        keep = (0.5 + 0.5 * torch.cos(math.pi * position))[:, None]  # 1 below, 0 above
+        spec = equalised * keep + noisy_spec * gain * (1 - keep)
+        return istft(spec, rate, length).numpy().astype(np.float32, copy=False)
+
+
+_responses: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def _round_trip_response(rate: int, band_rate: int) -> torch.Tensor:
+    """The magnitude response, per STFT bin, of resampling from ``rate`` to
+    ``band_rate`` and back (what the enhanced signal went through), measured
+    on 4 s of white noise (the round trip is not time-invariant, so an
+    impulse would not do), floored at -12 dB so nothing is boosted more."""
+    key = (rate, band_rate)
+    if key not in _responses:
+        import torchaudio.functional as AF
+
+        noise = torch.randn(4 * rate, generator=torch.Generator().manual_seed(0))[None]
+        round_trip = AF.resample(AF.resample(noise, rate, band_rate), band_rate, rate)
+        power = stft(round_trip, rate).abs().square().mean(dim=-1)
+        reference = stft(noise, rate).abs().square().mean(dim=-1)
+        _responses[key] = (power / reference)[0].sqrt().clamp(min=0.25)
+    return _responses[key]

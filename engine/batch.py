@@ -52,6 +52,7 @@ class BatchOptions:
     dry: float = 0.0
     channels: str = "each"
     atten_lim_db: float | None = None
+    full_band: bool = True
     finishing: Finishing = field(default_factory=Finishing)
 
     def __post_init__(self) -> None:
@@ -147,7 +148,7 @@ class Batch:
         if options.atten_lim_db is not None and options.method in backends.OWN_GAIN_FLOOR:
             backend_options["atten_lim_db"] = options.atten_lim_db
             generic_limit = None
-        self.shaping = Shaping(options.channels, generic_limit, options.dry)
+        self.shaping = Shaping(options.channels, generic_limit, options.dry, options.full_band)
         self.spec = backends.BackendSpec(options.method, backend_options)
         self.backend = backends.build(self.spec)
         self._stdout = stdout

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from engine import backends
 from engine.audio_io import read_frames
-from engine.bands import limit_attenuation, linked_gains
+from engine.bands import extend_band, limit_attenuation, linked_gains
 from engine.chunking import Chunk
 from engine.errors import FileError
 
@@ -105,11 +105,15 @@ class Shaping:
     image stays put). ``atten_lim_db``: no time-frequency bin ends up more
     than this below the input (``None``: no limit; for backends without a
     gain floor of their own). ``dry``: the fraction of the input mixed back.
+    ``full_band``: for a backend working at a lower rate than the file, the
+    band above its reach is restored (:func:`~engine.bands.extend_band`)
+    rather than left empty.
     """
 
     channels: str = "each"
     atten_lim_db: float | None = None
     dry: float = 0.0
+    full_band: bool = True
 
     def __post_init__(self) -> None:
         if self.channels not in CHANNEL_MODES:
@@ -159,16 +163,22 @@ def enhance_batch(backend: backends.Backend,
             out = backend.enhance(stacked, rate, std).cpu()
             for i, part in zip(members, out.split([rows[i].shape[0] for i in members])):
                 enhanced[i] = part[..., : rows[i].shape[-1]]
-        return [_shape(audio, resample(out, to_rate, rate).numpy(), rate, shaping)
-                for (audio, rate, _), out, to_rate in zip(signals, enhanced, rates)]
+        return [_shape(audio, source, resample(out, to_rate, rate).numpy(), rate, to_rate,
+                       shaping)
+                for (audio, rate, _), source, out, to_rate
+                in zip(signals, sources, enhanced, rates)]
 
 
-def _shape(audio: np.ndarray, enhanced: np.ndarray, rate: int, shaping: Shaping) -> np.ndarray:
-    """Exactly the input's shape and length, shaped as ``shaping`` says."""
+def _shape(audio: np.ndarray, source: np.ndarray, enhanced: np.ndarray, rate: int,
+           backend_rate: int, shaping: Shaping) -> np.ndarray:
+    """Exactly the input's shape and length, shaped as ``shaping`` says;
+    ``source`` is what the backend was given (the input, or its mono mix)."""
     length = audio.shape[-1]
     if enhanced.shape[-1] < length:
         enhanced = np.pad(enhanced, ((0, 0), (0, length - enhanced.shape[-1])))
     enhanced = np.ascontiguousarray(enhanced[..., :length], dtype=np.float32)
+    if shaping.full_band and backend_rate < rate:
+        enhanced = extend_band(source, enhanced, rate, backend_rate)
     if shaping.channels == "linked":
         enhanced = linked_gains(audio, enhanced, rate)
     out = np.broadcast_to(enhanced, audio.shape)
