@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.pairs import default_bench_data  # noqa: E402
+from bench.pairs import default_bench_data, load_mono, mix_at_snr  # noqa: E402
 from engine import Batch, BatchOptions, backends, plan_jobs  # noqa: E402
 
 BANDS_HZ = ((4000, 6000), (6000, 7200), (7200, 8000), (8000, 12000), (12000, 24000))
@@ -89,15 +89,14 @@ def band_db(signal: np.ndarray, rate: int, low: float, high: float) -> float:
 
 def noisy_pair(bench_data: Path, folder: Path) -> int:
     """``folder/clean.wav`` and ``folder/noisy.wav``; returns the rate."""
-    speech, rate = sf.read(str(bench_data / "valentini_p286__iver56_audiomentations"
-                               / "p286_011.wav"), dtype="float32")
-    noise, noise_rate = sf.read(str(bench_data / "freesound_noise__IBM_MAX-Audio-Classifier"
-                                    / "crowd_cheering.wav"), dtype="float32", always_2d=True)
-    noise = AF.resample(torch.from_numpy(noise[:, 0].copy()), noise_rate, rate).numpy()
-    noise = np.resize(noise, speech.shape)
-    noise *= np.sqrt(np.mean(speech**2) / 10) / noise.std()
-    sf.write(str(folder / "clean.wav"), 0.5 * speech, rate, subtype="FLOAT")
-    sf.write(str(folder / "noisy.wav"), 0.5 * (speech + noise), rate, subtype="FLOAT")
+    rate = 48000
+    speech = load_mono(bench_data / "valentini_p286__iver56_audiomentations" / "p286_011.wav",
+                       rate)
+    noise = load_mono(bench_data / "freesound_noise__IBM_MAX-Audio-Classifier"
+                      / "crowd_cheering.wav", rate)
+    clean, noisy = mix_at_snr(speech, np.resize(noise, speech.shape), 10)
+    sf.write(str(folder / "clean.wav"), 0.5 * clean, rate, subtype="FLOAT")
+    sf.write(str(folder / "noisy.wav"), 0.5 * noisy, rate, subtype="FLOAT")
     return rate
 
 

@@ -6,9 +6,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
-
+from bench.pairs import load_mono, mix_at_snr
 from engine.finishing import FULL_SCALE, Limiter, true_peak
 from engine.metrics import measure_file
 
@@ -22,14 +20,12 @@ def _dbtp(path) -> float:
 def speech_48k(bench_data, tmp_path):
     """Real 48 kHz speech with real crowd noise at 15 dB SNR, as a stereo
     interview (the second voice channel 6 dB lower), and its mono mix."""
-    speech, rate = sf.read(str(bench_data / "valentini_p286__iver56_audiomentations"
-                               / "p286_011.wav"), dtype="float32")
-    noise, noise_rate = sf.read(str(bench_data / "freesound_noise__IBM_MAX-Audio-Classifier"
-                                    / "crowd_cheering.wav"), dtype="float32", always_2d=True)
-    noise = AF.resample(torch.from_numpy(noise[:, 0].copy()), noise_rate, rate).numpy()
-    noise = np.resize(noise, speech.shape)
-    noise *= np.sqrt(np.mean(speech**2) / 10**1.5) / noise.std()
-    noisy = 0.3 * (speech + noise)
+    rate = 48000
+    speech = load_mono(bench_data / "valentini_p286__iver56_audiomentations" / "p286_011.wav",
+                       rate)
+    noise = load_mono(bench_data / "freesound_noise__IBM_MAX-Audio-Classifier"
+                      / "crowd_cheering.wav", rate)
+    noisy = 0.3 * mix_at_snr(speech, np.resize(noise, speech.shape), 15)[1]
     stereo = np.stack([noisy, 0.5 * np.roll(noisy, 480)], axis=1)
     sf.write(str(tmp_path / "stereo.wav"), stereo, rate, subtype="PCM_24")
     sf.write(str(tmp_path / "mono.wav"), noisy, rate, subtype="PCM_24")
@@ -83,6 +79,24 @@ def test_limiter_is_the_same_in_any_blocks_keeps_length_and_one_gain():
     both = ~np.isnan(gain) & ~np.isnan(other)
     np.testing.assert_allclose(gain[both], other[both], rtol=1e-4)
     assert np.nanmin(gain) < 0.5  # it did limit, the 1.6 spike by 4 dB and more
+
+
+def test_limiter_gain_moves_smoothly_and_recovers_without_pumping():
+    rate = 48000
+    t = np.arange(2 * rate) / rate
+    x = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+    x[0, rate // 2: rate // 2 + 48] *= 3  # a 1 ms burst to 1.5
+    limiter = Limiter(rate, 10 ** (-1 / 20), oversample=False)
+    y = np.concatenate([limiter.process(x), limiter.flush()], axis=1)
+    gain = (y / np.where(np.abs(x) > 0.05, x, np.nan))[0]
+    steady = ~np.isnan(gain)
+    steps = np.abs(np.diff(gain[steady]))
+    assert steps.max() < 0.01  # no click: the gain slides, it never jumps
+    assert np.nanmin(gain) < 0.6  # it did come down for the burst
+    assert np.nanmax(gain[rate // 2 + 48: rate // 2 + 48 + rate // 100]) < 0.7  # held 10 ms
+    assert np.nanmin(gain[rate:]) > 0.98  # released over 150 ms: nearly back after 0.5 s
+    assert np.nanmin(gain[3 * rate // 2:]) > 0.999
+    assert np.all(gain[: rate // 2 - 300][steady[: rate // 2 - 300]] == 1)  # untouched before
 
 
 def test_limiter_leaves_a_signal_under_its_ceiling_exactly_alone():

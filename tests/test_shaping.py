@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 from torch.nn import functional as F
 
+from bench.pairs import load_mono, mix_at_snr
 from engine.bands import stft
 
 
@@ -14,14 +14,12 @@ from engine.bands import stft
 def interview(bench_data, tmp_path):
     """16 kHz speech in typing noise at 5 dB, as a spaced stereo pair: the
     right channel 6 dB down and 1 ms late."""
-    speech, rate = sf.read(str(bench_data / "vctk__auspicious3000_autovc" / "p225" / "p225_003.wav"),
-                           dtype="float32")
-    noise, noise_rate = sf.read(str(bench_data / "freesound_noise__IBM_MAX-Audio-Classifier"
-                                    / "typing.wav"), dtype="float32", always_2d=True)
-    noise = AF.resample(torch.from_numpy(noise[:, 0].copy()), noise_rate, rate).numpy()
-    noise = np.resize(noise, speech.shape)
-    noise *= np.sqrt(np.mean(speech**2) / 10**0.5) / noise.std()
-    left = 0.5 * (speech + noise)
+    rate = 16000
+    speech = load_mono(bench_data / "vctk__auspicious3000_autovc" / "p225" / "p225_003.wav",
+                       rate)
+    noise = load_mono(bench_data / "freesound_noise__IBM_MAX-Audio-Classifier" / "typing.wav",
+                      rate)
+    left = 0.5 * mix_at_snr(speech, np.resize(noise, speech.shape), 5)[1]
     stereo = np.stack([left, 0.5 * np.roll(left, round(0.001 * rate))], axis=1)
     path = tmp_path / "interview.wav"
     sf.write(str(path), stereo, rate, subtype="FLOAT")
