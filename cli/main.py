@@ -145,6 +145,14 @@ def denoise(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Leave existing outputs as they are and skip their inputs.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Skip an input only if its output exists and the run log says it "
+                         "was made from this input, unchanged, with the same settings; "
+                         "redo it otherwise.")] = False,
+    log: Annotated[Optional[Path], typer.Option(
+        "--log", metavar="PATH", dir_okay=False,
+        help="The run log (one JSON line per finished file: input size and time, settings, "
+             "outcome) [default: .denoise-log.jsonl beside the outputs].")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be done; write nothing.")] = False,
     jobs: Annotated[Optional[int], typer.Option(
         "-j", "--jobs", min=1, help="Worker processes (default: all cores).")] = None,
@@ -206,8 +214,8 @@ def denoise(
 
     if not inputs or output is None:
         _usage_error("give INPUT... and -o OUT (see --help)")
-    if overwrite and skip_existing:
-        _usage_error("--overwrite and --skip-existing cannot be used together")
+    if sum((overwrite, skip_existing, resume)) > 1:
+        _usage_error("--overwrite, --skip-existing and --resume cannot be used together")
     if json_lines and output == "-":
         _usage_error("--json prints to standard output, which '-o -' uses for audio")
     if residue and output == "-":
@@ -230,7 +238,9 @@ def denoise(
         backend_options = _spectral_options(strength, noise_file)
     options = BatchOptions(
         method=method.value, jobs=jobs, fmt=fmt, subtype=subtype, segment_s=segment,
-        existing="overwrite" if overwrite else "skip" if skip_existing else "error",
+        existing=("overwrite" if overwrite else "skip" if skip_existing
+                  else "resume" if resume else "error"),
+        log=str(log) if log else "auto",
         dry=dry, channels=channels.value, atten_lim_db=atten_lim, full_band=not band_limit,
         backend_options=backend_options,
         finishing=Finishing(loudness_lufs=loudness, true_peak_dbtp=true_peak,
@@ -250,6 +260,7 @@ def denoise(
     started = time.perf_counter()
     results = batch.planned() if dry_run else None
     show_progress = not (quiet or dry_run) and console.is_terminal
+    counts = {"done": 0, "skipped": 0, "failed": 0, "planned": 0}
     try:
         with _progress_bar(show_progress) as bar:
             task = bar.add_task("enhancing", total=batch.audio_s_total or None,
@@ -257,7 +268,6 @@ def denoise(
             if results is None:
                 results = batch.run(on_progress=lambda p: bar.update(
                     task, completed=p.audio_s_done, files=f"{p.files_done}/{p.files_total}"))
-            counts = {"done": 0, "skipped": 0, "failed": 0, "planned": 0}
             reports = []
             for result in results:
                 counts[result.status] += 1
@@ -266,9 +276,13 @@ def denoise(
                     reports.append(_examine(result, inputs, report, plot, reference, dnsmos,
                                             method.value))
     except KeyboardInterrupt:
-        console.print("interrupted: unfinished outputs were removed")
+        console.print(f"interrupted: {counts['done']} files done, {counts['skipped']} skipped; "
+                      "unfinished outputs were removed; --resume goes on from here")
         raise typer.Exit(130)
     failed += counts["failed"]
+    if batch.runlog is not None and batch.runlog.error and not quiet:
+        console.print(f"warning: run log {batch.runlog.path} not written "
+                      f"({batch.runlog.error}); --resume cannot use this run", markup=False)
     show = not quiet and not json_lines
     if show and (report or reference or dnsmos):
         _metrics_table(reports)

@@ -26,6 +26,7 @@ from engine.discovery import Job
 from engine.errors import FileError
 from engine.finishing import Finishing, OutputSink
 from engine.pipeline import ChunkResult, ChunkTask, Shaping, run_chunks, worker_backend
+from engine.runlog import RunLog, default_path, input_identity
 
 # Margin for the resampling filters' own reach at chunk edges.
 RESAMPLE_CONTEXT_S = 0.01
@@ -36,7 +37,10 @@ class BatchOptions:
     """How to process a batch; built once by the caller.
 
     ``existing`` is what to do when an output exists: ``"error"`` (that file
-    fails), ``"overwrite"`` or ``"skip"``. ``segment_s`` is the length of the
+    fails), ``"overwrite"``, ``"skip"``, or ``"resume"`` (skip it if the run
+    log says it was made from this input, unchanged, with these settings;
+    else redo it). ``log`` is the run log's path, ``"auto"`` for
+    ``.denoise-log.jsonl`` in the folder that holds the outputs, or ``None``. ``segment_s`` is the length of the
     chunks long files are cut into (``None``: the backend's own choice),
     ``overlap_s`` their cross-fade.
     """
@@ -45,6 +49,7 @@ class BatchOptions:
     backend_options: dict = field(default_factory=dict)
     jobs: int | None = None
     existing: str = "error"
+    log: str | None = "auto"
     fmt: str | None = None
     subtype: str | None = None
     segment_s: float | None = None
@@ -55,9 +60,17 @@ class BatchOptions:
     full_band: bool = True
     finishing: Finishing = field(default_factory=Finishing)
 
+    def settings(self) -> dict:
+        """Everything that shapes an output (not how the run is carried out)."""
+        settings = asdict(self)
+        for name in ("jobs", "existing", "log"):
+            settings.pop(name)
+        return settings
+
     def __post_init__(self) -> None:
-        if self.existing not in ("error", "overwrite", "skip"):
-            raise ValueError(f"existing must be error, overwrite or skip, not {self.existing!r}")
+        if self.existing not in ("error", "overwrite", "skip", "resume"):
+            raise ValueError(f"existing must be error, overwrite, skip or resume, "
+                             f"not {self.existing!r}")
         if not 0 <= self.overlap_s < (self.segment_s or float("inf")):
             raise ValueError("need 0 <= overlap_s < segment_s")
         if self.atten_lim_db is not None and self.atten_lim_db < 0:
@@ -125,6 +138,7 @@ class _FileState:
     fmt: str
     subtype: str
     file_std: np.ndarray | None = None
+    identity: dict | None = None  # the input's size and time, for the run log
     writer: OutputSink | None = None
     ola: OverlapAdd = field(default_factory=OverlapAdd)
     waiting: dict[int, ChunkResult] = field(default_factory=dict)
@@ -150,6 +164,9 @@ class Batch:
             generic_limit = None
         self.shaping = Shaping(options.channels, generic_limit, options.dry, options.full_band)
         self.spec = backends.BackendSpec(options.method, backend_options)
+        log_path = default_path([job.output for job in jobs]) if options.log == "auto" \
+            else options.log
+        self.runlog = RunLog(log_path, options.settings()) if log_path else None
         self.backend = backends.build(self.spec)
         self._stdout = stdout
         self._spooled: list[Path] = []
@@ -174,6 +191,9 @@ class Batch:
         target_exists = job.output != STDIO and Path(job.output).exists()
         if target_exists and self.options.existing == "skip":
             return None
+        if target_exists and self.options.existing == "resume" and self.runlog is not None \
+                and self.runlog.is_current(job.source, job.output):
+            return None
         if target_exists and self.options.existing == "error":
             raise FileError(job.source, f"output {job.output} exists; pass --overwrite "
                                         "to replace it or --skip-existing to keep it")
@@ -188,7 +208,9 @@ class Batch:
         except FileError as error:
             raise FileError(job.source, error.cause)
         fmt, subtype = output_format(info, job.output, self.options.fmt, self.options.subtype)
-        return _FileState(file_id, job, path, info, self._plan(info), fmt, subtype, file_std)
+        identity = input_identity(job.source) if job.source != STDIO else None
+        return _FileState(file_id, job, path, info, self._plan(info), fmt, subtype, file_std,
+                          identity)
 
     def _plan(self, info: AudioInfo) -> list[Chunk]:
         rate = info.sample_rate
@@ -234,6 +256,7 @@ class Batch:
                         / state.info.sample_rate
                     if finished is not None:
                         files_done += 1
+                        self._log(state, finished)
                         yield finished
                 if on_progress is not None:
                     on_progress(Progress(files_done, len(self.files), audio_done,
@@ -288,8 +311,16 @@ class Batch:
             state.writer = None
         return state.result("failed")
 
+    def _log(self, state: _FileState, result: FileResult) -> None:
+        if self.runlog is not None and state.identity is not None and result.output != STDIO:
+            self.runlog.record(result.input, result.output, result.status, result.error,
+                               state.identity)
+
     def close(self) -> None:
-        """Drop unfinished outputs and spooled input; safe to call twice."""
+        """Drop unfinished outputs and spooled input, close the run log; safe
+        to call twice."""
+        if self.runlog is not None:
+            self.runlog.close()
         for state in self.files:
             if state.writer is not None:
                 state.writer.abort()
