@@ -167,6 +167,8 @@ class Batch:
         log_path = default_path([job.output for job in jobs]) if options.log == "auto" \
             else options.log
         self.runlog = RunLog(log_path, options.settings()) if log_path else None
+        # Backend builds seen per worker process (the main one's is built above).
+        self.builds_per_worker: dict[int, int] = {}
         self.backend = backends.build(self.spec)
         self._stdout = stdout
         self._spooled: list[Path] = []
@@ -250,6 +252,8 @@ class Batch:
                                 pre_dispatch="2*n_jobs")
             for results in parallel(batches):
                 for result in results:
+                    pid, builds = result.worker
+                    self.builds_per_worker[pid] = max(builds, self.builds_per_worker.get(pid, 0))
                     state = self.files[result.file_id]
                     finished = self._collect(state, result)
                     audio_done += (result.chunk.keep_stop - result.chunk.keep_start) \

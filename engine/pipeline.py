@@ -10,6 +10,7 @@ so that N workers share the cores instead of oversubscribing them.
 from __future__ import annotations
 
 import ctypes
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ try:
 except (OSError, AttributeError):
     _libc = None
 _worker_backends: dict[tuple, backends.Backend] = {}
+_builds: dict[tuple, int] = {}
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class ChunkResult:
     kept: np.ndarray | None
     error: str | None
     seconds: float
+    # (process id, times this process has built the backend): the batch
+    # checks that each worker loads its model once.
+    worker: tuple[int, int] = (0, 0)
 
 
 def keep_memory_flat() -> None:
@@ -81,6 +86,7 @@ def worker_backend(spec: backends.BackendSpec, threads: int,
         keep_memory_flat()
         torch.set_num_threads(threads)
         _worker_backends[key] = built or backends.build(spec)
+        _builds[key] = _builds.get(key, 0) + (built is None)
     return _worker_backends[key]
 
 
@@ -224,5 +230,6 @@ def run_chunks(spec: backends.BackendSpec, threads: int, tasks: list[ChunkTask],
             if out is not None:
                 offset = chunk.keep_start - chunk.read_start
                 kept = out[:, offset: offset + chunk.keep_stop - chunk.keep_start]
-            results.append(ChunkResult(task.file_id, chunk, kept, error, seconds))
+            results.append(ChunkResult(task.file_id, chunk, kept, error, seconds,
+                                       (os.getpid(), _builds.get(spec.key(), 0))))
     return results

@@ -80,3 +80,17 @@ def test_cuda_batch_run_matches_cpu(tmp_path, backend):
         outputs[device] = [sf.read(str(tmp_path / device / f"{i}.wav"))[0] for i in range(5)]
     for cpu, cuda in zip(outputs["cpu"], outputs["cuda"]):
         assert snr_db(cpu, cuda) > 40
+
+
+def test_each_worker_loads_the_model_once(tmp_path, small_checkpoint):
+    from conftest import write_audio
+    from engine import Batch, BatchOptions, plan_jobs
+
+    for index in range(8):
+        write_audio(tmp_path / "in" / f"f{index}.wav", frames=16000, seed=index)
+    jobs, _ = plan_jobs([str(tmp_path / "in")], str(tmp_path / "out"))
+    batch = Batch(jobs, BatchOptions(method="demucs", jobs=2,
+                                     backend_options={"weights": small_checkpoint[0]}))
+    assert [result.status for result in batch.run()] == ["done"] * 8
+    assert 1 <= len(batch.builds_per_worker) <= 2  # the worker processes that took chunks
+    assert set(batch.builds_per_worker.values()) == {1}  # each built the model once
