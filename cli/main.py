@@ -149,6 +149,11 @@ def denoise(
         "--resume", help="Skip an input only if its output exists and the run log says it "
                          "was made from this input, unchanged, with the same settings; "
                          "redo it otherwise.")] = False,
+    cluster: Annotated[Optional[str], typer.Option(
+        "--cluster", metavar="ADDRESS",
+        help="Run the chunks on the Dask scheduler at ADDRESS (tcp://host:8786); every "
+             "worker must see the inputs and outputs at the same paths. Needs "
+             "pip install 'denoise[cluster]'.")] = None,
     log: Annotated[Optional[Path], typer.Option(
         "--log", metavar="PATH", dir_okay=False,
         help="The run log (one JSON line per finished file: input size and time, settings, "
@@ -240,7 +245,7 @@ def denoise(
         method=method.value, jobs=jobs, fmt=fmt, subtype=subtype, segment_s=segment,
         existing=("overwrite" if overwrite else "skip" if skip_existing
                   else "resume" if resume else "error"),
-        log=str(log) if log else "auto",
+        log=str(log) if log else "auto", cluster=cluster,
         dry=dry, channels=channels.value, atten_lim_db=atten_lim, full_band=not band_limit,
         backend_options=backend_options,
         finishing=Finishing(loudness_lufs=loudness, true_peak_dbtp=true_peak,

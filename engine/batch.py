@@ -11,17 +11,19 @@ and nothing holds a whole file.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 
 from engine import backends
 from engine.audio_io import (STDIO, AudioInfo, channel_std, output_format, probe,
                             spool_stdin)
 from engine.chunking import Chunk, OverlapAdd, plan_chunks
+from engine.cluster import connect, worker_threads
 from engine.discovery import Job
 from engine.errors import FileError
 from engine.finishing import Finishing, OutputSink
@@ -50,6 +52,7 @@ class BatchOptions:
     jobs: int | None = None
     existing: str = "error"
     log: str | None = "auto"
+    cluster: str | None = None
     fmt: str | None = None
     subtype: str | None = None
     segment_s: float | None = None
@@ -63,7 +66,7 @@ class BatchOptions:
     def settings(self) -> dict:
         """Everything that shapes an output (not how the run is carried out)."""
         settings = asdict(self)
-        for name in ("jobs", "existing", "log"):
+        for name in ("jobs", "existing", "log", "cluster"):
             settings.pop(name)
         return settings
 
@@ -169,6 +172,7 @@ class Batch:
         self.runlog = RunLog(log_path, options.settings()) if log_path else None
         # Backend builds seen per worker process (the main one's is built above).
         self.builds_per_worker: dict[int, int] = {}
+        self.client = connect(options.cluster) if options.cluster else None
         self.backend = backends.build(self.spec)
         self._stdout = stdout
         self._spooled: list[Path] = []
@@ -240,33 +244,48 @@ class Batch:
         # fed by one process; otherwise files and chunks spread over workers.
         per_call = max(1, self.backend.batch_chunks(self._longest_chunk_s()))
         total_tasks = sum(len(state.chunks) for state in self.files)
-        jobs = 1 if per_call > 1 else max(1, min(self.options.jobs or default_jobs(), total_tasks))
-        threads = max(1, default_jobs() // jobs)
-        if jobs == 1:
-            worker_backend(self.spec, threads, built=self.backend)
+        if self.client is not None:
+            # One torch thread per task: a worker runs as many tasks at once
+            # as it has threads, and a local run with one job per core
+            # computes exactly the same numbers.
+            jobs, threads = worker_threads(self.client), 1
+            context = parallel_config(backend="dask")
+        else:
+            jobs = 1 if per_call > 1 else max(1, min(self.options.jobs or default_jobs(),
+                                                     total_tasks))
+            threads = max(1, default_jobs() // jobs)
+            context = nullcontext()
+            if jobs == 1:
+                worker_backend(self.spec, threads, built=self.backend)
         batches = (delayed(run_chunks)(self.spec, threads, group, self.shaping)
                    for group in _groups(self._tasks(), per_call))
-        files_done, audio_done = 0, 0.0
         try:
-            parallel = Parallel(n_jobs=jobs, return_as="generator_unordered",
-                                pre_dispatch="2*n_jobs")
-            for results in parallel(batches):
-                for result in results:
-                    pid, builds = result.worker
-                    self.builds_per_worker[pid] = max(builds, self.builds_per_worker.get(pid, 0))
-                    state = self.files[result.file_id]
-                    finished = self._collect(state, result)
-                    audio_done += (result.chunk.keep_stop - result.chunk.keep_start) \
-                        / state.info.sample_rate
-                    if finished is not None:
-                        files_done += 1
-                        self._log(state, finished)
-                        yield finished
-                if on_progress is not None:
-                    on_progress(Progress(files_done, len(self.files), audio_done,
-                                         self.audio_s_total))
+            with context:
+                parallel = Parallel(n_jobs=jobs, return_as="generator_unordered",
+                                    pre_dispatch="2*n_jobs")
+                yield from self._gather(parallel(batches), on_progress)
         finally:
             self.close()
+
+    def _gather(self, outputs, on_progress) -> Iterator[FileResult]:
+        """Write chunks back into their files as they come; yield each file's
+        result once it is final."""
+        files_done, audio_done = 0, 0.0
+        for results in outputs:
+            for result in results:
+                pid, builds = result.worker
+                self.builds_per_worker[pid] = max(builds, self.builds_per_worker.get(pid, 0))
+                state = self.files[result.file_id]
+                finished = self._collect(state, result)
+                audio_done += (result.chunk.keep_stop - result.chunk.keep_start) \
+                    / state.info.sample_rate
+                if finished is not None:
+                    files_done += 1
+                    self._log(state, finished)
+                    yield finished
+            if on_progress is not None:
+                on_progress(Progress(files_done, len(self.files), audio_done,
+                                     self.audio_s_total))
 
     def _tasks(self) -> Iterator[ChunkTask]:
         for state in self.files:
@@ -325,6 +344,9 @@ class Batch:
         to call twice."""
         if self.runlog is not None:
             self.runlog.close()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
         for state in self.files:
             if state.writer is not None:
                 state.writer.abort()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ except (OSError, AttributeError):
     _libc = None
 _worker_backends: dict[tuple, backends.Backend] = {}
 _builds: dict[tuple, int] = {}
+_building = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -82,11 +84,12 @@ def worker_backend(spec: backends.BackendSpec, threads: int,
     """The backend for ``spec`` in this process, built on first use (or
     ``built``, when the caller already has one: a model is loaded once)."""
     key = spec.key()
-    if key not in _worker_backends:
-        keep_memory_flat()
-        torch.set_num_threads(threads)
-        _worker_backends[key] = built or backends.build(spec)
-        _builds[key] = _builds.get(key, 0) + (built is None)
+    with _building:  # a Dask worker runs tasks in threads: build once, not once each
+        if key not in _worker_backends:
+            keep_memory_flat()
+            torch.set_num_threads(threads)
+            _worker_backends[key] = built or backends.build(spec)
+            _builds[key] = _builds.get(key, 0) + (built is None)
     return _worker_backends[key]
 
 

@@ -1,0 +1,68 @@
+"""--cluster: a batch through a real Dask scheduler (a LocalCluster on the
+loopback interface, two worker processes) equals the same batch run locally."""
+
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import write_audio
+from engine import Batch, BatchOptions, plan_jobs
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    import distributed
+
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None)
+    yield cluster.scheduler_address
+    cluster.close()
+
+
+@pytest.mark.parametrize("method", ["spectral", "demucs"])
+def test_cluster_run_equals_local_run(tmp_path, cli, scheduler, small_checkpoint, method):
+    for index in range(5):
+        write_audio(tmp_path / "in" / f"f{index}.wav", frames=16000 * (2 + index),
+                    sample_rate=16000, channels=1 + index % 2, seed=index)
+    extra = ["--weights", small_checkpoint[0]] if method == "demucs" else []
+    common = ["--method", method, "--segment-s", "3", *extra]
+    local = cli(tmp_path / "in", "-o", tmp_path / "local", "-j", "2", *common)
+    assert local.exit_code == 0, local.output
+    remote = cli(tmp_path / "in", "-o", tmp_path / "cluster", "--cluster", scheduler, *common)
+    assert remote.exit_code == 0, remote.output
+    for index in range(5):
+        mine, _ = sf.read(str(tmp_path / "local" / f"f{index}.wav"), dtype="float32")
+        theirs, _ = sf.read(str(tmp_path / "cluster" / f"f{index}.wav"), dtype="float32")
+        np.testing.assert_array_equal(theirs, mine)
+
+
+def test_each_cluster_worker_loads_the_model_once(tmp_path, scheduler, small_checkpoint):
+    for index in range(6):
+        write_audio(tmp_path / "in" / f"f{index}.wav", frames=32000, seed=index)
+    jobs, _ = plan_jobs([str(tmp_path / "in")], str(tmp_path / "out"))
+    batch = Batch(jobs, BatchOptions(method="demucs", cluster=scheduler, segment_s=1.0,
+                                     backend_options={"weights": small_checkpoint[0]}))
+    assert [result.status for result in batch.run()] == ["done"] * 6
+    assert 1 <= len(batch.builds_per_worker) <= 2
+    assert set(batch.builds_per_worker.values()) == {1}
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path, cli):
+    write_audio(tmp_path / "a.wav")
+    result = cli(tmp_path / "a.wav", "-o", tmp_path / "out.wav", "--cluster",
+                 "tcp://127.0.0.1:9")
+    assert result.exit_code == 2
+    message = result.output.strip()
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in message
+    assert "\n" not in message and not (tmp_path / "out.wav").exists()
+
+
+def test_without_the_extra_the_error_is_one_line(tmp_path, cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
+    write_audio(tmp_path / "a.wav")
+    result = cli(tmp_path / "a.wav", "-o", tmp_path / "out.wav", "--cluster", "tcp://x:8786")
+    assert result.exit_code == 2
+    message = result.output.strip()
+    assert "pip install 'denoise[cluster]'" in message and "\n" not in message
