@@ -9,6 +9,7 @@ interrupted run never leaves a partial file under a real name.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import sys
@@ -21,6 +22,11 @@ import numpy as np
 import soundfile as sf
 
 from engine.errors import FileError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: temporary files of killed runs stay
+    fcntl = None
 
 # The containers libsndfile decodes that people use for speech; folder walks
 # take only these, and skip anything else quietly.
@@ -165,6 +171,11 @@ class AtomicWriter:
     The temporary file is hidden (leading dot) in the target's folder, so the
     final rename is atomic on the same file system and folder walks skip it.
     A target of ``-`` means standard output: the finished file is copied there.
+
+    While it is written, the temporary file is locked (``flock``); a run that
+    was killed leaves its temporary file unlocked, and the next writer of the
+    same target removes it. A temporary file that a live run is writing keeps
+    its lock and is left alone.
     """
 
     def __init__(self, target: Path | str, sample_rate: int, channels: int,
@@ -181,9 +192,11 @@ class AtomicWriter:
             except OSError as error:
                 raise FileError(target, f"cannot create output folder {folder} "
                                         f"({error.strerror or error})")
+        _remove_abandoned(folder, stem)
         try:
-            handle, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".partial", dir=folder)
-            os.close(handle)
+            self._lock, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".partial",
+                                                dir=folder)
+            _claim(self._lock)
         except OSError as error:
             raise FileError(target, f"output folder {folder} is not writable "
                                     f"({error.strerror or error})")
@@ -191,10 +204,10 @@ class AtomicWriter:
         try:
             self._file = sf.SoundFile(name, "w", sample_rate, channels, subtype, format=fmt)
         except (sf.LibsndfileError, RuntimeError, OSError) as error:
-            self.temporary.unlink(missing_ok=True)
+            self._release(unlink=True)
             raise FileError(target, f"cannot write {fmt}/{subtype}: {_libsndfile_cause(error)}")
         except BaseException:  # Ctrl-C between creating the file and opening it
-            self.temporary.unlink(missing_ok=True)
+            self._release(unlink=True)
             raise
 
     def write(self, block: np.ndarray) -> int:
@@ -221,16 +234,53 @@ class AtomicWriter:
             with open(self.temporary, "rb") as finished:
                 shutil.copyfileobj(finished, self._stdout)
             self._stdout.flush()
-            self.temporary.unlink()
+            self._release(unlink=True)
         else:
             # mkstemp makes the file private (0o600); give it the usual mode.
             os.chmod(self.temporary, _file_mode())
             os.replace(self.temporary, self.target)
+            self._release(unlink=False)
 
     def abort(self) -> None:
         """Drop the partial file; the target is left as it was."""
         self.close()
-        self.temporary.unlink(missing_ok=True)
+        self._release(unlink=True)
+
+    def _release(self, unlink: bool) -> None:
+        if unlink:
+            self.temporary.unlink(missing_ok=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+def _claim(handle: int) -> bool:
+    """Take the lock that marks a temporary file as being written; False if
+    a live process holds it."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _remove_abandoned(folder: Path, stem: str) -> None:
+    """Remove temporary files of this target that no live process holds:
+    what a killed run left."""
+    if fcntl is None:
+        return
+    for stale in folder.glob(f".{glob.escape(stem)}.*.partial"):
+        try:
+            handle = os.open(stale, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _claim(handle):
+                stale.unlink(missing_ok=True)
+        finally:
+            os.close(handle)
 
 
 def spool_stdin(stream: BinaryIO | None = None) -> Path:
