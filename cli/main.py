@@ -294,12 +294,7 @@ def denoise(
     if report is not None:
         from engine.report import write_reports
 
-        settings = {"method": method.value, "dry": dry, "channels": channels.value,
-                    "atten_lim_db": atten_lim, "loudness_lufs": loudness,
-                    "true_peak_dbtp": true_peak, "preset": preset.value if preset else None,
-                    "clip": clip.value, "full_band": not band_limit,
-                    **{key: str(value) for key, value in backend_options.items()}}
-        paths = write_reports(report, reports, settings)
+        paths = write_reports(report, reports, options.settings())
         if show:
             console.print(f"report: {paths['html']}", markup=False)
     if show:

@@ -42,9 +42,9 @@ class BatchOptions:
     fails), ``"overwrite"``, ``"skip"``, or ``"resume"`` (skip it if the run
     log says it was made from this input, unchanged, with these settings;
     else redo it). ``log`` is the run log's path, ``"auto"`` for
-    ``.denoise-log.jsonl`` in the folder that holds the outputs, or ``None``. ``segment_s`` is the length of the
-    chunks long files are cut into (``None``: the backend's own choice),
-    ``overlap_s`` their cross-fade.
+    ``.denoise-log.jsonl`` in the folder that holds the outputs, or ``None``.
+    ``segment_s`` is the length of the chunks long files are cut into
+    (``None``: the backend's own choice), ``overlap_s`` their cross-fade.
     """
 
     method: str = "spectral"

@@ -204,8 +204,6 @@ class OutputSink:
         self.fmt, self.subtype, self.finishing, self.stdout = fmt, subtype, finishing, stdout
         self.clipped = 0
         self.position = 0
-        self.loudness_in: float | None = None
-        self.gain_db: float | None = None
         self.residue = (AtomicWriter(residue_path(target), rate, channels, fmt, subtype)
                         if finishing.residue else None)
         self.target_lufs = finishing.target_lufs(channels)
@@ -274,7 +272,6 @@ class OutputSink:
         if measured is None:
             raise FileError(self.target, "cannot normalise loudness: the output is silent "
                                          "or shorter than 400 ms")
-        self.loudness_in = measured
         gain_db = self.target_lufs - measured
         tried: list[tuple[float, float]] = []  # (gain, loudness reached)
         for _ in range(LOUDNESS_ATTEMPTS):
@@ -300,7 +297,6 @@ class OutputSink:
             if len(tried) > 1 and tried[-1][0] != tried[-2][0]:
                 slope = (tried[-1][1] - tried[-2][1]) / (tried[-1][0] - tried[-2][0])
             gain_db += (self.target_lufs - reached) / min(1.0, max(slope, 0.1))
-        self.gain_db = gain_db
 
 
 def residue_path(target: str) -> str:

@@ -294,6 +294,16 @@ def _cell(value, missing: str | None = None) -> str:
     return f'<td data-value="{html.escape(str(value))}">{shown}</td>'
 
 
+def _flat(settings: dict):
+    """``(name, value)`` pairs, nested groups (backend options, finishing)
+    spread out, for one line of text."""
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            yield from _flat(value)
+        else:
+            yield key, value
+
+
 def _mean_rows(columns: list[str], means: dict) -> str:
     """One row per metric: its mean before, after, and the change (the mean
     of the files' changes, which is the change of the means)."""
@@ -344,7 +354,7 @@ def _html(folder: Path, reports: list[FileReport], columns: list[str], summary: 
         parts.append("</section>")
         sections.append("".join(parts))
     mean_rows = _mean_rows(columns, summary["mean"])
-    setting_text = html.escape(", ".join(f"{key}={value}" for key, value in settings.items()))
+    setting_text = html.escape(", ".join(f"{key}={value}" for key, value in _flat(settings)))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>denoise report</title>
 <style>{STYLE}</style></head><body>
