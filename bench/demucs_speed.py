@@ -37,8 +37,8 @@ if str(REPO_ROOT) not in sys.path:
 
 from bench.memory import machine, measure  # noqa: E402
 from bench.pairs import default_bench_data, load_mono  # noqa: E402
-from engine.backends.demucs import PRETRAINED  # noqa: E402
-from engine.backends.demucs_model import Demucs  # noqa: E402
+from denoise.engine.backends.demucs import PRETRAINED  # noqa: E402
+from denoise.engine.backends.demucs_model import Demucs  # noqa: E402
 
 REFERENCE_SCRIPT = """
 import sys, torch, soundfile as sf
@@ -97,7 +97,7 @@ def main() -> None:
                         sys.executable, "-c", REFERENCE_SCRIPT, str(args.reference),
                         repr(architecture), str(weights), str(source), str(args.threads)]))
                     runs["ours"].append(measure([
-                        sys.executable, "-m", "cli", str(source), "-o", str(work / "out.wav"),
+                        sys.executable, "-m", "denoise.cli", str(source), "-o", str(work / "out.wav"),
                         "--method", "demucs", "--model", name, "--weights", str(weights),
                         "-j", "1", "--overwrite", "-q"]))
                 rows.append((name, seconds, _median(runs["reference"]), _median(runs["ours"])))

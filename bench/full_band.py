@@ -30,7 +30,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.pairs import default_bench_data, load_mono, mix_at_snr  # noqa: E402
-from engine import Batch, BatchOptions, backends, plan_jobs  # noqa: E402
+from denoise.engine import Batch, BatchOptions, backends, plan_jobs  # noqa: E402
 
 BANDS_HZ = ((4000, 6000), (6000, 7200), (7200, 8000), (8000, 12000), (12000, 24000))
 

@@ -22,8 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from engine.finishing import true_peak  # noqa: E402
-from engine.metrics import measure_file  # noqa: E402
+from denoise.engine.finishing import true_peak  # noqa: E402
+from denoise.engine.metrics import measure_file  # noqa: E402
 
 
 def dbtp(path: Path) -> float:
@@ -43,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for preset in args.presets.split(","):
             out = Path(work) / preset
-            subprocess.run([sys.executable, "-m", "cli", str(args.samples), "-o", str(out),
+            subprocess.run([sys.executable, "-m", "denoise.cli", str(args.samples), "-o", str(out),
                             "--method", args.method, "--preset", preset, "-q"],
                            cwd=REPO_ROOT, check=True)
             for source in sorted(args.samples.iterdir()):

@@ -27,8 +27,8 @@ if str(REPO_ROOT) not in sys.path:
 from bench.memory import machine, measure  # noqa: E402
 from bench.pairs import (SAMPLE_RATE, clean_utterances, default_bench_data,  # noqa: E402
                          load_mono, mix_at_snr, random_segment)
-from engine.backends.demucs import PRETRAINED  # noqa: E402
-from engine.backends.demucs_model import Demucs  # noqa: E402
+from denoise.engine.backends.demucs import PRETRAINED  # noqa: E402
+from denoise.engine.backends.demucs_model import Demucs  # noqa: E402
 
 NOISE = "cmu_arctic_and_speechcommands_noise__LCAV_pyroomacoustics/running_tap.wav"
 
@@ -75,7 +75,7 @@ def main() -> None:
                 walls = {}
                 for kind in ("long", "many"):
                     walls[kind] = measure([
-                        sys.executable, "-m", "cli", str(folder / kind), "-o",
+                        sys.executable, "-m", "denoise.cli", str(folder / kind), "-o",
                         str(folder / f"out-{kind}-{jobs}"), "--method", method, "-j", str(jobs),
                         "-q", *extra])[0]
                 rows.append((method, count, seconds, jobs, walls["long"], walls["many"]))

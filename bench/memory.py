@@ -137,7 +137,7 @@ def measure(command: list[str]) -> tuple[float, float, float, float]:
 
 def run_cli(src: Path, dst: Path, jobs: int) -> tuple[float, float, float, float]:
     """Run the CLI with the spectral method; see :func:`measure`."""
-    return measure([sys.executable, "-m", "cli", str(src), "-o", str(dst), "--method",
+    return measure([sys.executable, "-m", "denoise.cli", str(src), "-o", str(dst), "--method",
                     "spectral", "-j", str(jobs), "--overwrite", "-q"])
 
 

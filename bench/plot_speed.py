@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from engine.plots import plot_file  # noqa: E402
+from denoise.engine.plots import plot_file  # noqa: E402
 
 
 def main() -> None:

@@ -71,7 +71,7 @@ def _logmmse() -> Enhancer:
 
 def _denoise(method: str) -> Callable[[], Enhancer]:
     def factory() -> Enhancer:
-        from engine import enhance_array
+        from denoise.engine import enhance_array
 
         return lambda x, sample_rate: enhance_array(x, sample_rate, method=method)
 

@@ -91,7 +91,7 @@ def main() -> None:
         work = Path(work)
         report = work / "report"
         run = subprocess.run(
-            [sys.executable, "-m", "cli", str(args.samples), "-o", str(work / "out"),
+            [sys.executable, "-m", "denoise.cli", str(args.samples), "-o", str(work / "out"),
              "--method", args.method, "--report", str(report), "--plot", "--dnsmos", "-q"],
             cwd=REPO_ROOT, capture_output=True, text=True)
         if run.returncode != 0:

@@ -1,3 +1,3 @@
-from cli.main import main
+from denoise.cli.main import main
 
 main()

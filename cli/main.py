@@ -61,7 +61,7 @@ class Clip(str, Enum):
 def _list_models(value: bool) -> None:
     if not value:
         return
-    from engine.backends.demucs import PRETRAINED, cached_path
+    from denoise.engine.backends.demucs import PRETRAINED, cached_path
 
     print(f"{'model':<13} {'parameters':<11} {'rate':<7} {'causal':<7} {'trained on':<28} cached")
     for name, model in PRETRAINED.items():
@@ -74,7 +74,7 @@ def _list_models(value: bool) -> None:
 def _download_model(name: Optional[str]) -> None:
     if name is None:
         return
-    from engine.backends.demucs import PRETRAINED, ModelError, download
+    from denoise.engine.backends.demucs import PRETRAINED, ModelError, download
 
     if name not in PRETRAINED:
         _usage_error(f"unknown model {name!r}; choose from {', '.join(PRETRAINED)}")
@@ -215,7 +215,7 @@ def denoise(
         help="Long files are processed in chunks of this many seconds; memory use grows "
              "with it [default: 30 for spectral, 60 for demucs].")] = None,
 ) -> None:
-    from engine import Batch, BatchOptions, DenoiseError, Finishing, plan_jobs
+    from denoise.engine import Batch, BatchOptions, DenoiseError, Finishing, plan_jobs
 
     if not inputs or output is None:
         _usage_error("give INPUT... and -o OUT (see --help)")
@@ -228,7 +228,7 @@ def denoise(
     if (report or plot or reference or dnsmos) and output == "-":
         _usage_error("--report, --plot, --reference and --dnsmos need output files, not '-o -'")
     if dnsmos:
-        from engine.dnsmos import check_available
+        from denoise.engine.dnsmos import check_available
 
         try:
             check_available()
@@ -292,7 +292,7 @@ def denoise(
     if show and (report or reference or dnsmos):
         _metrics_table(reports)
     if report is not None:
-        from engine.report import write_reports
+        from denoise.engine.report import write_reports
 
         paths = write_reports(report, reports, options.settings())
         if show:
@@ -306,8 +306,8 @@ def _examine(result, inputs: list[str], report: Optional[Path], plot: bool,
              reference: Optional[Path], dnsmos: bool, method: str):
     """Measure (and plot) one finished file; a failure here is reported and
     leaves the enhanced file as it is."""
-    from engine.plots import plot_file
-    from engine.report import FileReport, measure, reference_for
+    from denoise.engine.plots import plot_file
+    from denoise.engine.report import FileReport, measure, reference_for
 
     clean = reference_for(result.input, inputs, reference) if reference else None
     try:

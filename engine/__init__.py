@@ -1,6 +1,6 @@
 """denoise's Python API: everything but the command line.
 
-    from engine import BatchOptions, Batch, plan_jobs, enhance_array
+    from denoise.engine import BatchOptions, Batch, plan_jobs, enhance_array
 
     jobs, problems = plan_jobs(["in/"], "out/", recursive=True)
     for result in Batch(jobs, BatchOptions(method="spectral")).run():
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine import backends
-from engine.batch import Batch, BatchOptions, FileResult, Progress, default_jobs
-from engine.discovery import Job, plan_jobs
-from engine.errors import DenoiseError, FileError, UsageError
-from engine.finishing import PRESETS, Finishing
-from engine.pipeline import Shaping, enhance_audio
+from denoise.engine import backends
+from denoise.engine.batch import Batch, BatchOptions, FileResult, Progress, default_jobs
+from denoise.engine.discovery import Job, plan_jobs
+from denoise.engine.errors import DenoiseError, FileError, UsageError
+from denoise.engine.finishing import PRESETS, Finishing
+from denoise.engine.pipeline import Shaping, enhance_audio
 
 __all__ = ["PRESETS", "Batch", "BatchOptions", "DenoiseError", "FileError", "FileResult",
            "Finishing", "Job", "Progress", "UsageError", "default_jobs", "enhance_array",

@@ -21,7 +21,7 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
-from engine.errors import FileError
+from denoise.engine.errors import FileError
 
 try:
     import fcntl

@@ -19,16 +19,16 @@ from typing import BinaryIO, Callable, Iterator
 import numpy as np
 from joblib import Parallel, delayed, parallel_config
 
-from engine import backends
-from engine.audio_io import (STDIO, AudioInfo, channel_std, output_format, probe,
+from denoise.engine import backends
+from denoise.engine.audio_io import (STDIO, AudioInfo, channel_std, output_format, probe,
                             spool_stdin)
-from engine.chunking import Chunk, OverlapAdd, plan_chunks
-from engine.cluster import connect, worker_threads
-from engine.discovery import Job
-from engine.errors import FileError
-from engine.finishing import Finishing, OutputSink
-from engine.pipeline import ChunkResult, ChunkTask, Shaping, run_chunks, worker_backend
-from engine.runlog import RunLog, default_path, input_identity
+from denoise.engine.chunking import Chunk, OverlapAdd, plan_chunks
+from denoise.engine.cluster import connect, worker_threads
+from denoise.engine.discovery import Job
+from denoise.engine.errors import FileError
+from denoise.engine.finishing import Finishing, OutputSink
+from denoise.engine.pipeline import ChunkResult, ChunkTask, Shaping, run_chunks, worker_backend
+from denoise.engine.runlog import RunLog, default_path, input_identity
 
 # Margin for the resampling filters' own reach at chunk edges.
 RESAMPLE_CONTEXT_S = 0.01

@@ -9,7 +9,7 @@ client reads nothing but what it writes. ``dask[distributed]`` is an extra:
 
 from __future__ import annotations
 
-from engine.errors import UsageError
+from denoise.engine.errors import UsageError
 
 CONNECT_TIMEOUT_S = 10
 

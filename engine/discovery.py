@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.audio_io import AUDIO_SUFFIXES, STDIO, SUFFIX_FORMATS
-from engine.errors import FileError, UsageError
+from denoise.engine.audio_io import AUDIO_SUFFIXES, STDIO, SUFFIX_FORMATS
+from denoise.engine.errors import FileError, UsageError
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from engine.errors import UsageError
+from denoise.engine.errors import UsageError
 
 RATE = 16_000
 WINDOW = 144_160  # 9.01 s at 16 kHz, the model's input

@@ -31,9 +31,9 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from engine.audio_io import FLOAT_SUBTYPES, AtomicWriter, read_frames
-from engine.errors import FileError
-from engine.metrics import measure_file
+from denoise.engine.audio_io import FLOAT_SUBTYPES, AtomicWriter, read_frames
+from denoise.engine.errors import FileError
+from denoise.engine.metrics import measure_file
 
 CLIP_MODES = ("limit", "report", "error")
 LOOKAHEAD_S = 0.005

@@ -21,11 +21,11 @@ import torch
 import torchaudio.functional as AF
 from torch.nn import functional as F
 
-from engine import backends
-from engine.audio_io import read_frames
-from engine.bands import extend_band, limit_attenuation, linked_gains
-from engine.chunking import Chunk
-from engine.errors import FileError
+from denoise.engine import backends
+from denoise.engine.audio_io import read_frames
+from denoise.engine.bands import extend_band, limit_attenuation, linked_gains
+from denoise.engine.chunking import Chunk
+from denoise.engine.errors import FileError
 
 # Resampling filters need a few dozen samples to work on; shorter chunks
 # (a file of a handful of samples) are zero-padded first and trimmed after.

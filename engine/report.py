@@ -13,9 +13,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.dnsmos import SCORES as DNSMOS_SCORES
-from engine.dnsmos import dnsmos
-from engine.metrics import REFERENCE_METRICS, measure_file, reference_scores
+from denoise.engine.dnsmos import SCORES as DNSMOS_SCORES
+from denoise.engine.dnsmos import dnsmos
+from denoise.engine.metrics import REFERENCE_METRICS, measure_file, reference_scores
 
 LEVEL_FIELDS = ("peak_dbfs", "rms_dbfs", "clipped", "loudness_lufs", "noise_floor_dbfs",
                 "snr_db")

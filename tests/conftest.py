@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from cli.main import app
+from denoise.cli.main import app
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DATA = Path(os.environ.get("DENOISE_BENCH_DATA", REPO.parent / "shared" / "bench-data"))
@@ -64,7 +64,7 @@ def small_checkpoint(tmp_path_factory):
     architecture): ``(path, model)``."""
     import torch
 
-    from engine.backends.demucs_model import Demucs
+    from denoise.engine.backends.demucs_model import Demucs
 
     small = {"hidden": 8, "depth": 4}
     torch.manual_seed(3)

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from conftest import write_audio
-from engine.runlog import LOG_NAME
+from denoise.engine.runlog import LOG_NAME
 
 
 def _valid_wav_bytes(tmp_path):

@@ -7,10 +7,10 @@ import soundfile as sf
 import torch
 
 from conftest import noisy_tone, snr_db
-from engine import Batch, BatchOptions, plan_jobs
-from engine.backends.demucs import DemucsBackend, DemucsOptions
-from engine.backends.demucs_model import Demucs
-from engine.pipeline import enhance_audio, enhance_batch
+from denoise.engine import Batch, BatchOptions, plan_jobs
+from denoise.engine.backends.demucs import DemucsBackend, DemucsOptions
+from denoise.engine.backends.demucs_model import Demucs
+from denoise.engine.pipeline import enhance_audio, enhance_batch
 
 SMALL = {"hidden": 8, "depth": 4}
 
@@ -84,7 +84,7 @@ def test_cuda_batch_run_matches_cpu(tmp_path, backend):
 
 def test_each_worker_loads_the_model_once(tmp_path, small_checkpoint):
     from conftest import write_audio
-    from engine import Batch, BatchOptions, plan_jobs
+    from denoise.engine import Batch, BatchOptions, plan_jobs
 
     for index in range(8):
         write_audio(tmp_path / "in" / f"f{index}.wav", frames=16000, seed=index)

@@ -6,8 +6,8 @@ import soundfile as sf
 import torch
 
 from conftest import snr_db
-from engine import Batch, BatchOptions, backends, enhance_array, plan_jobs
-from engine.chunking import OverlapAdd, fade_window, plan_chunks
+from denoise.engine import Batch, BatchOptions, backends, enhance_array, plan_jobs
+from denoise.engine.chunking import OverlapAdd, fade_window, plan_chunks
 
 
 @pytest.mark.parametrize("total, segment, overlap, align", [

@@ -6,7 +6,7 @@ import os
 import soundfile as sf
 
 from conftest import write_audio
-from engine.runlog import LOG_NAME
+from denoise.engine.runlog import LOG_NAME
 
 
 def test_folder_tree_is_mirrored_and_non_audio_skipped(tmp_path, cli):
@@ -127,7 +127,7 @@ def test_missing_input_fails_that_input_only(tmp_path, cli):
 def test_every_option_has_help(cli):
     result = cli("--help")
     assert result.exit_code == 0
-    from cli.main import app
+    from denoise.cli.main import app
 
     command = app.registered_commands[0].callback
     import inspect
@@ -147,7 +147,7 @@ def test_plain_output_when_not_a_terminal(tmp_path):
 
     write_audio(tmp_path / "in" / "a.wav")
     (tmp_path / "in" / "b.wav").write_bytes(b"junk")
-    done = subprocess.run([sys.executable, "-m", "cli", str(tmp_path / "in"), "-o",
+    done = subprocess.run([sys.executable, "-m", "denoise.cli", str(tmp_path / "in"), "-o",
                            str(tmp_path / "out"), "-j", "1", "-v"],
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "NO_COLOR": "1", "TERM": "xterm-256color"})
@@ -166,7 +166,7 @@ def test_a_run_with_worker_processes_ends_when_its_work_is_done(tmp_path):
 
     for name in ("a.wav", "b.wav"):
         write_audio(tmp_path / "in" / name)
-    done = subprocess.run([sys.executable, "-m", "cli", str(tmp_path / "in"), "-o",
+    done = subprocess.run([sys.executable, "-m", "denoise.cli", str(tmp_path / "in"), "-o",
                            str(tmp_path / "out"), "-j", "2"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from conftest import write_audio
-from engine import Batch, BatchOptions, plan_jobs
+from denoise.engine import Batch, BatchOptions, plan_jobs
 
 
 @pytest.fixture(scope="module")

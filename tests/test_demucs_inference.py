@@ -6,8 +6,8 @@ import soundfile as sf
 import torch
 
 from conftest import noisy_tone, snr_db
-from engine import Batch, BatchOptions, plan_jobs
-from engine.backends.demucs_model import Demucs
+from denoise.engine import Batch, BatchOptions, plan_jobs
+from denoise.engine.backends.demucs_model import Demucs
 
 @pytest.mark.parametrize("rate, channels, subtype", [(16000, 1, "PCM_16"), (44100, 2, "PCM_24"),
                                                      (48000, 6, "FLOAT"), (8000, 1, "PCM_16")])

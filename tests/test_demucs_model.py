@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from engine.backends.demucs import PRETRAINED, load_model
-from engine.backends.demucs_model import Demucs
+from denoise.engine.backends.demucs import PRETRAINED, load_model
+from denoise.engine.backends.demucs_model import Demucs
 
 sys.path.insert(0, str(REPO))
 from bench.make_demucs_golden import state_digest  # noqa: E402
@@ -71,7 +71,7 @@ def test_valid_length_padding_keeps_any_length():
 def _modules_forward(model, mix):
     """The forward pass written plainly with the model's own modules, on
     ``[B, C, T]`` (what the time-major layers must reproduce)."""
-    from engine.backends.demucs_model import downsample2, upsample2
+    from denoise.engine.backends.demucs_model import downsample2, upsample2
     std = mix.mean(dim=1, keepdim=True).std(dim=-1, keepdim=True)
     x = mix / (model.floor + std)
     length = x.shape[-1]
@@ -99,7 +99,7 @@ def test_time_major_layers_equal_the_modules_on_other_architectures(architecture
     """Configurations the golden files do not cover (no GLU, two channels,
     other kernels and strides, a batch), with blocks smaller than the signal
     so that block edges are crossed."""
-    import engine.backends.demucs_model as demucs_model
+    import denoise.engine.backends.demucs_model as demucs_model
     monkeypatch.setattr(demucs_model, "BLOCK_FRAMES", 7)
     torch.manual_seed(0)
     model = Demucs(**architecture).eval()

@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from engine.backends import demucs
-from engine.backends.demucs_model import Demucs
+from denoise.engine.backends import demucs
+from denoise.engine.backends.demucs_model import Demucs
 
 TINY = {"hidden": 4, "depth": 3, "kernel_size": 8, "stride": 4, "resample": 4}
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine import dnsmos as dnsmos_module
-from engine.dnsmos import RATE, WINDOW, dnsmos, window_starts
+from denoise.engine import dnsmos as dnsmos_module
+from denoise.engine.dnsmos import RATE, WINDOW, dnsmos, window_starts
 
 
 @pytest.fixture

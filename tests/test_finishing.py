@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 from bench.pairs import load_mono, mix_at_snr
-from engine.finishing import FULL_SCALE, Limiter, true_peak
-from engine.metrics import measure_file
-from engine.runlog import LOG_NAME
+from denoise.engine.finishing import FULL_SCALE, Limiter, true_peak
+from denoise.engine.metrics import measure_file
+from denoise.engine.runlog import LOG_NAME
 
 
 def _dbtp(path) -> float:

@@ -55,7 +55,7 @@ def test_format_and_subtype_can_be_changed(tmp_path, cli):
 def test_stdin_to_stdout_pipeline(tmp_path):
     source = write_audio(tmp_path / "a.wav", frames=24000, sample_rate=24000, channels=2,
                          subtype="PCM_16")
-    piped = subprocess.run([sys.executable, "-m", "cli", "-", "-o", "-", "-j", "1"],
+    piped = subprocess.run([sys.executable, "-m", "denoise.cli", "-", "-o", "-", "-j", "1"],
                            input=source.read_bytes(), capture_output=True, timeout=120)
     assert piped.returncode == 0, piped.stderr.decode()
     (tmp_path / "b.wav").write_bytes(piped.stdout)

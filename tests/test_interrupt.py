@@ -18,7 +18,7 @@ def _start(tmp_path, jobs):
     sf.write(str(long_input), 0.1 * rng.standard_normal(rate * 240).astype(np.float32), rate)
     out = tmp_path / "out"
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli", str(long_input.parent), "-o", str(out), "-j", str(jobs),
+        [sys.executable, "-m", "denoise.cli", str(long_input.parent), "-o", str(out), "-j", str(jobs),
          "--segment-s", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not any(out.glob(".long.wav.*.partial")):
@@ -61,7 +61,7 @@ def test_next_run_removes_what_a_killed_run_left_but_not_a_live_runs_file(tmp_pa
     with open(live, "rb") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX)  # as a live run's writer holds it
         again = subprocess.run(
-            [sys.executable, "-m", "cli", str(tmp_path / "in"), "-o", str(out), "-j", "1",
+            [sys.executable, "-m", "denoise.cli", str(tmp_path / "in"), "-o", str(out), "-j", "1",
              "--segment-s", "60"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert not any(path.exists() for path in abandoned)

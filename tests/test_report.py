@@ -12,8 +12,8 @@ import torch
 import torchaudio.functional as AF
 
 from conftest import write_audio
-from engine import metrics
-from engine.metrics import measure_file, reference_scores, si_sdr
+from denoise.engine import metrics
+from denoise.engine.metrics import measure_file, reference_scores, si_sdr
 
 
 def _sine(path, amplitude, rate=48000, seconds=5.0, channels=1, frequency=997.0):

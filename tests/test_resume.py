@@ -27,7 +27,7 @@ def _statuses(result_stdout: str) -> dict:
 def test_a_killed_run_started_again_does_only_what_is_missing(tmp_path):
     names = _inputs(tmp_path / "in", 8, 30)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "cli", str(tmp_path / "in"), "-o", str(out), "-j", "1"]
+    command = [sys.executable, "-m", "denoise.cli", str(tmp_path / "in"), "-o", str(out), "-j", "1"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     log = out / ".denoise-log.jsonl"
     deadline = time.monotonic() + 120

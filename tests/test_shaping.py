@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from bench.pairs import load_mono, mix_at_snr
-from engine.bands import stft
+from denoise.engine.bands import stft
 
 
 @pytest.fixture

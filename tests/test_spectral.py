@@ -4,7 +4,7 @@ known answers."""
 import numpy as np
 import soundfile as sf
 
-from engine import enhance_array
+from denoise.engine import enhance_array
 
 RATE = 16000
 

@@ -47,13 +47,13 @@ class BackendSpec:
 
 
 def _spectral(options: dict) -> Backend:
-    from engine.backends.spectral import SpectralBackend, SpectralOptions
+    from denoise.engine.backends.spectral import SpectralBackend, SpectralOptions
 
     return SpectralBackend(SpectralOptions(**options))
 
 
 def _demucs(options: dict) -> Backend:
-    from engine.backends.demucs import DemucsBackend, DemucsOptions
+    from denoise.engine.backends.demucs import DemucsBackend, DemucsOptions
 
     return DemucsBackend(DemucsOptions(**options))
 
@@ -78,7 +78,7 @@ def build(spec: BackendSpec) -> Backend:
     try:
         factory = FACTORIES[spec.name]
     except KeyError:
-        from engine.errors import UsageError
+        from denoise.engine.errors import UsageError
 
         raise UsageError(f"unknown method {spec.name!r}; choose from {', '.join(available())}")
     return factory(dict(spec.options))

@@ -27,8 +27,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engine.backends.demucs_model import Demucs
-from engine.errors import UsageError
+from denoise.engine.backends.demucs_model import Demucs
+from denoise.engine.errors import UsageError
 
 ROOT = "https://dl.fbaipublicfiles.com/adiyoss/denoiser/"
 

@@ -175,7 +175,7 @@ class SpectralBackend:
                        window: torch.Tensor) -> torch.Tensor:
         """Mean noise power per bin of ``noise_file``, at ``sample_rate``."""
         if sample_rate not in self._profiles:
-            from engine.audio_io import read_noise_file
+            from denoise.engine.audio_io import read_noise_file
 
             noise = read_noise_file(self.options.noise_file, sample_rate)
             spec = torch.stft(noise, n_fft, hop, window=window, center=True,
