@@ -43,6 +43,7 @@ class BandProbe:
     sample_rate = 16000
     uses_file_std = False
     segment_s = 3600.0
+    compute_s_per_audio_s = 0.001
 
     def __init__(self, options: dict):
         self.clean = None
@@ -71,7 +72,7 @@ backends.FACTORIES.setdefault(BandProbe.name, BandProbe)
 def enhance_file(source: Path, out: Path, clean: str | None = None,
                  full_band: bool = True) -> np.ndarray:
     """``source`` through :class:`BandProbe` to a float file; returns it."""
-    jobs, _ = plan_jobs([str(source)], str(out), overwrite=True)
+    jobs = plan_jobs([str(source)], str(out), overwrite=True).jobs
     batch = Batch(jobs, BatchOptions(method=BandProbe.name, jobs=1, subtype="FLOAT",
                                      full_band=full_band, backend_options={"clean": clean}))
     results = list(batch.run())

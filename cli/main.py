@@ -1,454 +1,402 @@
-"""The ``denoise`` command: parse, call the engine, present the results.
+"""The ``denoise`` command: parse, check, call the engine, present.
 
 This is the one place that turns engine errors into one-line messages and
-exit codes: 0 when every file was done (or skipped), 1 when some failed, 2
-for a usage error, 130 when interrupted.
+exit codes (``EXIT_CODES``). Nothing here enhances, measures or writes audio.
 """
 
 from __future__ import annotations
 
-import atexit
-import json
-import os
+import signal
 import sys
-import threading
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from typer.core import TyperCommand
 
-app = typer.Typer(add_completion=False, rich_markup_mode=None,
+from denoise.cli import present
+from denoise.cli.environment import installed_version, save_traceback, stack_problem
+from denoise.engine.choices import CHANNEL_MODES, CLIP_MODES, METHODS, PRESETS, PRETRAINED_MODELS
+from denoise.engine.errors import DenoiseError
+
+EXIT_CODES = {0: "every file done or skipped", 1: "some files failed (the others were done)",
+              2: "usage error, or an install that cannot work", 3: "internal error (a bug)",
+              130: "interrupted (Ctrl-C)", 129: "hung up (SIGHUP)", 143: "terminated (SIGTERM)"}
+HELP = ("Enhance speech in recordings: remove background noise. Files and folders in, "
+        "enhanced files out, with the same names, rates, channels, lengths and formats.")
+EXAMPLES = (("denoise in/ -o out/ -r", "a folder tree, mirrored in out/"),
+            ("denoise talk.mp3 -o talk-clean.flac", "one file to another file and format"),
+            ("denoise in/ -o out/ --method demucs", "the neural model (downloads it once)"),
+            ("cat a.wav | denoise - -o - > b.wav", "in a shell pipeline"))
+
+
+class _Command(TyperCommand):
+    """The command, with the help page of :func:`present.help_page`."""
+
+    def format_help(self, ctx, formatter) -> None:
+        present.help_page(self, ctx, EXAMPLES, EXIT_CODES)
+
+
+app = typer.Typer(add_completion=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
-console = Console(stderr=True, highlight=False, soft_wrap=True)
 
-EXAMPLES = """\
-Examples:
-
-  denoise in/ -o out/ --recursive        enhance a folder tree, mirrored in out/
-
-  denoise talk.mp3 -o talk-clean.flac    one file to another file and format
-
-  cat a.wav | denoise - -o - > b.wav     in a shell pipeline (stdin to stdout)
-"""
+IO, ENHANCE, SPECTRAL, DEMUCS = "Input and output", "Enhancement", "Spectral method", "DEMUCS method"
+FINISH, REPORTS, RUN, ABOUT = "Finishing", "Reports", "Running", "Information"
 
 
-class Method(str, Enum):
-    spectral = "spectral"
-    demucs = "demucs"
+def _one_of(values, name: str):
+    """A callback that refuses a value not in ``values`` with the choices."""
+    def check(value):
+        if value is not None and value not in values:
+            raise typer.BadParameter(f"{value!r} is not a {name}; choose from "
+                                     f"{', '.join(values)}")
+        return value
+    return check
 
 
-class Channels(str, Enum):
-    each = "each"
-    mix = "mix"
-    linked = "linked"
+def _version(value: bool) -> None:
+    if value:
+        print(f"denoise {installed_version('denoise')}")
+        raise typer.Exit(0)
 
 
-class Preset(str, Enum):
-    podcast = "podcast"
-    broadcast = "broadcast"
-
-
-class Clip(str, Enum):
-    limit = "limit"
-    report = "report"
-    error = "error"
+def _self_test(value: bool) -> None:
+    if value:
+        raise typer.Exit(present.self_test())
 
 
 def _list_models(value: bool) -> None:
-    if not value:
-        return
-    from denoise.engine.backends.demucs import PRETRAINED, cached_path
-
-    print(f"{'model':<13} {'parameters':<11} {'rate':<7} {'causal':<7} {'trained on':<28} cached")
-    for name, model in PRETRAINED.items():
-        path = cached_path(name)
-        print(f"{name:<13} {f'{model.parameters_m} M':<11} {'16 kHz':<7} {'yes' if model.causal else 'no':<7} "
-              f"{model.trained_on:<28} {path if path.exists() else 'no'}")
-    raise typer.Exit(0)
+    if value:
+        _need_stack()
+        present.model_table()
+        raise typer.Exit(0)
 
 
 def _download_model(name: Optional[str]) -> None:
-    if name is None:
-        return
-    from denoise.engine.backends.demucs import PRETRAINED, ModelError, download
-
-    if name not in PRETRAINED:
-        _usage_error(f"unknown model {name!r}; choose from {', '.join(PRETRAINED)}")
-    with Progress(TextColumn(f"downloading {name}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task("download", total=None)
-        try:
-            path = download(name, lambda done, total: bar.update(task, completed=done, total=total))
-        except ModelError as error:
-            _usage_error(str(error))
-    console.print(f"{name}: {path}", markup=False)
-    raise typer.Exit(0)
+    if name is not None:
+        _need_stack()
+        raise typer.Exit(present.download(name))
 
 
-def _spectral_options(strength: float, noise_file: Optional[Path]) -> dict:
-    options = {"strength": strength}
-    if noise_file is not None:
-        options["noise_file"] = noise_file
-    return options
-
-
-@app.command(help="Enhance speech in audio files: remove background noise.\n\n" + EXAMPLES)
+@app.command(cls=_Command, help=HELP, no_args_is_help=True)
 def denoise(
-    inputs: Annotated[Optional[list[str]], typer.Argument(
-        metavar="INPUT...", show_default=False,
-        help="Audio files or folders; '-' reads one file from standard input.")] = None,
-    output: Annotated[Optional[str], typer.Option(
-        "-o", "--output", metavar="OUT",
-        help="Output folder (the input tree is mirrored there), an output file for a "
-             "single input, or '-' for standard output.")] = None,
-    method: Annotated[Method, typer.Option(
-        help="spectral: classical, no download. demucs: the DEMUCS neural network "
-             "(better; downloads its model on first use).")] = Method.spectral,
+    inputs: Annotated[list[str], typer.Argument(
+        metavar="INPUT...", show_default=False, rich_help_panel=IO,
+        help="Audio files or folders; '-' reads one file from standard input.")],
+    output: Annotated[str, typer.Option(
+        "-o", "--output", metavar="OUT", rich_help_panel=IO, show_default=False,
+        help="Output folder (the input tree is mirrored there); for a single input, an "
+             "output file (named .wav, .flac, ...); '-' for standard output.")],
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", "-r", rich_help_panel=IO, help="Walk folders recursively.")] = False,
+    glob: Annotated[Optional[str], typer.Option(
+        metavar="PATTERN", rich_help_panel=IO,
+        help="Only take files whose name or relative path matches, e.g. '*.flac'.")] = None,
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", metavar="FORMAT", rich_help_panel=IO,
+        help="Output container: WAV, FLAC, OGG, MP3, ... [default: as the input]")] = None,
+    subtype: Annotated[Optional[str], typer.Option(
+        metavar="SUBTYPE", rich_help_panel=IO,
+        help="Output sample format: PCM_16, PCM_24, FLOAT, ... [default: as the input, or "
+             "the nearest the container holds]")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", rich_help_panel=IO, help="Replace existing outputs.")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", rich_help_panel=IO,
+        help="Keep existing outputs and skip their inputs.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", rich_help_panel=IO,
+        help="Skip an input only if the run log says its output was made from this input, "
+             "unchanged, with the same settings; redo it otherwise.")] = False,
+    log: Annotated[Optional[Path], typer.Option(
+        "--log", metavar="FILE", dir_okay=False, rich_help_panel=IO,
+        help="The run log: one JSON line per finished file [default: .denoise-log.jsonl in "
+             "the -o folder, or beside a single output file]")] = None,
+    no_log: Annotated[bool, typer.Option(
+        "--no-log", rich_help_panel=IO, help="Write no run log.")] = False,
+    method: Annotated[Optional[str], typer.Option(
+        metavar="|".join(METHODS), rich_help_panel=ENHANCE, callback=_one_of(METHODS, "method"),
+        help="spectral: classical, no download. demucs: the DEMUCS neural network, better; "
+             "downloads its model on first use. [default: spectral; demucs with --model or "
+             "--weights]")] = None,
     dry: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="Fraction of the original signal mixed back into the "
-        "output: 0 = fully denoised, 1 = the input unchanged.")] = 0.0,
-    channels: Annotated[Channels, typer.Option(
-        help="each: enhance every channel on its own; mix: enhance the mono mix and "
-             "write it to every channel; linked: apply the mono mix's gains to every "
-             "channel, so a stereo image stays where it is.")] = Channels.each,
+        metavar="X", min=0.0, max=1.0, rich_help_panel=ENHANCE,
+        help="Fraction of the original mixed back into the output, 0 to 1: 0 fully "
+             "denoised, 1 the input unchanged. [default: 0]")] = 0.0,
+    atten_lim: Annotated[Optional[float], typer.Option(
+        "--atten-lim", metavar="DB", min=0.0, rich_help_panel=ENHANCE,
+        help="The most any time-frequency region is attenuated, so the background gets "
+             "quieter rather than gone; 0 no limit. [default: 15 for spectral, none for "
+             "demucs]")] = None,
+    channels: Annotated[str, typer.Option(
+        metavar="|".join(CHANNEL_MODES), rich_help_panel=ENHANCE,
+        callback=_one_of(CHANNEL_MODES, "channel mode"),
+        help="each: every channel on its own; mix: the mono mix, on every channel; linked: "
+             "the mono mix's gains on every channel (the stereo image stays put). "
+             "[default: each]")] = "each",
     band_limit: Annotated[bool, typer.Option(
-        "--band-limit", help="demucs on files above 16 kHz: leave the output band-limited "
-                             "as the model makes it (nothing above about 7 kHz) instead of "
-                             "restoring the upper band from the input through the model's "
-                             "gain.")] = False,
+        "--band-limit", rich_help_panel=ENHANCE,
+        help="demucs, files above 16 kHz: keep the model's band (nothing above 8 kHz) "
+             "instead of restoring the upper band from the input.")] = False,
+    segment: Annotated[Optional[float], typer.Option(
+        "--segment-s", metavar="SECONDS", min=1.0, rich_help_panel=ENHANCE,
+        help="Long files are processed in chunks this long; memory grows with it. "
+             "[default: 30 for spectral, 60 for demucs]")] = None,
+    strength: Annotated[Optional[float], typer.Option(
+        metavar="X", min=0.0, max=1.0, rich_help_panel=SPECTRAL,
+        help="0 to 1: 0 leaves the input exactly as it is, 1 applies the full reduction. "
+             "[default: 1]")] = None,
+    noise_file: Annotated[Optional[Path], typer.Option(
+        metavar="FILE", exists=True, dir_okay=False, rich_help_panel=SPECTRAL,
+        help="A recording of the noise alone; its spectrum is used instead of tracking "
+             "the noise (best for steady noise).")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        metavar="NAME", rich_help_panel=DEMUCS,
+        help=f"Pretrained model: {', '.join(PRETRAINED_MODELS)} (see --list-models). "
+             "[default: dns48]")] = None,
+    weights: Annotated[Optional[Path], typer.Option(
+        metavar="FILE", exists=True, dir_okay=False, rich_help_panel=DEMUCS,
+        help="A local checkpoint (state_dict or training package) instead of "
+             "downloading --model.")] = None,
+    device: Annotated[Optional[str], typer.Option(
+        metavar="DEVICE", rich_help_panel=DEMUCS,
+        help="auto, cpu, cuda, cuda:N or mps. [default: cpu]")] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        metavar="|".join(PRESETS), rich_help_panel=FINISH, callback=_one_of(PRESETS, "preset"),
+        help="podcast: -16 LUFS (mono -19), -1 dBTP; broadcast (EBU R128): -23 LUFS, "
+             "-1 dBTP. --loudness and --true-peak override its parts.")] = None,
     loudness: Annotated[Optional[float], typer.Option(
-        "--loudness", metavar="LUFS", max=0.0,
+        metavar="LUFS", max=0.0, rich_help_panel=FINISH,
         help="Normalise each output's integrated loudness (ITU-R BS.1770) to LUFS.")] = None,
     true_peak: Annotated[Optional[float], typer.Option(
-        "--true-peak", metavar="DBTP", max=0.0,
-        help="Limit inter-sample peaks (4x oversampled) to DBTP with a look-ahead "
+        "--true-peak", metavar="DBTP", max=0.0, rich_help_panel=FINISH,
+        help="Keep inter-sample peaks (4x oversampled) under DBTP with a look-ahead "
              "limiter.")] = None,
-    preset: Annotated[Optional[Preset], typer.Option(
-        help="podcast: -16 LUFS (-19 for mono files), -1 dBTP; broadcast (EBU R128): "
-             "-23 LUFS, -1 dBTP. --loudness and --true-peak override its parts.")] = None,
-    clip: Annotated[Clip, typer.Option(
-        help="Samples beyond full scale in an integer or lossy output: limit them "
-             "(look-ahead limiter at 0 dBFS), report (clip and count them) or error "
-             "(fail the file).")] = Clip.limit,
+    clip: Annotated[str, typer.Option(
+        metavar="|".join(CLIP_MODES), rich_help_panel=FINISH,
+        callback=_one_of(CLIP_MODES, "clip policy"),
+        help="Samples beyond full scale in an integer or lossy output: limit them (limiter "
+             "at full scale), report them (clip and count) or error (fail the file). "
+             "[default: limit]")] = "limit",
     residue: Annotated[bool, typer.Option(
-        "--residue", help="Also write what was removed (input minus output, before "
-                          "loudness and limiting) as NAME.residue.EXT beside each output.")] = False,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r",
-                                            help="Walk folders recursively.")] = False,
-    glob: Annotated[Optional[str], typer.Option(
-        metavar="PATTERN", help="Only take files whose name or relative path matches, "
-                                "e.g. '*.flac'.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
-    skip_existing: Annotated[bool, typer.Option(
-        "--skip-existing", help="Leave existing outputs as they are and skip their inputs.")] = False,
-    resume: Annotated[bool, typer.Option(
-        "--resume", help="Skip an input only if its output exists and the run log says it "
-                         "was made from this input, unchanged, with the same settings; "
-                         "redo it otherwise.")] = False,
-    cluster: Annotated[Optional[str], typer.Option(
-        "--cluster", metavar="ADDRESS",
-        help="Run the chunks on the Dask scheduler at ADDRESS (tcp://host:8786); every "
-             "worker must see the inputs and outputs at the same paths. Needs "
-             "pip install 'denoise[cluster]'.")] = None,
-    log: Annotated[Optional[Path], typer.Option(
-        "--log", metavar="PATH", dir_okay=False,
-        help="The run log (one JSON line per finished file: input size and time, settings, "
-             "outcome) [default: .denoise-log.jsonl beside the outputs].")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be done; write nothing.")] = False,
+        "--residue", rich_help_panel=FINISH,
+        help="Also write what was removed (input minus output) as NAME.residue.EXT.")] = False,
+    report: Annotated[Optional[Path], typer.Option(
+        "--report", metavar="DIR", file_okay=False, rich_help_panel=REPORTS,
+        help="Measure every file before and after (levels, loudness, noise floor, SNR) and "
+             "write DIR/report.html, .json and .csv.")] = None,
+    plot: Annotated[bool, typer.Option(
+        "--plot", rich_help_panel=REPORTS,
+        help="Draw each file's waveform and spectrogram before and after: NAME.EXT.png "
+             "beside the output, or in DIR/plots with --report.")] = False,
+    reference: Annotated[Optional[Path], typer.Option(
+        "--reference", metavar="DIR", exists=True, file_okay=False, rich_help_panel=REPORTS,
+        help="Clean recordings at the outputs' relative paths: adds PESQ, STOI, ESTOI and "
+             "SI-SDR.")] = None,
+    dnsmos: Annotated[bool, typer.Option(
+        "--dnsmos", rich_help_panel=REPORTS,
+        help="Add DNSMOS P.835 quality scores (1-5, no reference needed); about 0.2 s per 9 s "
+             "of audio. Needs pip install 'denoise[dnsmos]'.")] = False,
     jobs: Annotated[Optional[int], typer.Option(
-        "-j", "--jobs", min=1, help="Worker processes (default: all cores).")] = None,
+        "-j", "--jobs", metavar="N", min=1, rich_help_panel=RUN,
+        help="Worker processes. [default: one per core when the work is worth it, else "
+             "none]")] = None,
+    cluster: Annotated[Optional[str], typer.Option(
+        "--cluster", metavar="ADDRESS", rich_help_panel=RUN,
+        help="Run on the Dask scheduler at ADDRESS (tcp://host:8786); workers must see the "
+             "same paths. Needs pip install 'denoise[cluster]'.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", rich_help_panel=RUN, help="Show what would be done; write nothing.")] = False,
     json_lines: Annotated[bool, typer.Option(
-        "--json", help="Print one JSON object per file on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only print errors.")] = False,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose",
-                                          help="Print a line for every file.")] = False,
-    fmt: Annotated[Optional[str], typer.Option(
-        "--format", help="Output container, e.g. WAV, FLAC, OGG (default: as the input).")] = None,
-    subtype: Annotated[Optional[str], typer.Option(
-        help="Output sample format, e.g. PCM_16, PCM_24, FLOAT (default: as the input).")] = None,
-    atten_lim: Annotated[Optional[float], typer.Option(
-        "--atten-lim", metavar="DB", min=0.0, show_default=False,
-        help="The most any time-frequency region is attenuated, in dB, so background "
-             "becomes quieter rather than gone; 0 means no limit [default: 15 for "
-             "spectral, no limit for demucs].")] = None,
-    strength: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="spectral: 0 changes nothing, 1 applies the full "
-                               "noise reduction.")] = 1.0,
-    noise_file: Annotated[Optional[Path], typer.Option(
-        exists=True, dir_okay=False, help="spectral: a recording of the noise alone; "
-        "its spectrum is used instead of tracking the noise (for steady noise).")] = None,
-    model: Annotated[str, typer.Option(
-        help="demucs: pretrained model, dns48, dns64, master64 or valentini_nc "
-             "(see --list-models).")] = "dns48",
-    weights: Annotated[Optional[Path], typer.Option(
-        exists=True, dir_okay=False, help="demucs: a local checkpoint (a state_dict or a "
-        "training package) instead of downloading --model.")] = None,
-    device: Annotated[str, typer.Option(
-        help="demucs: auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+        "--json", rich_help_panel=RUN, help="One JSON object per file on standard output.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "-q", "--quiet", rich_help_panel=RUN, help="Print only errors.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "-v", "--verbose", rich_help_panel=RUN,
+        help="A line for every file; a traceback for an internal error.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_version, rich_help_panel=ABOUT,
+        help="Print the version and exit.")] = False,
+    self_test: Annotated[bool, typer.Option(
+        "--self-test", is_eager=True, callback=_self_test, rich_help_panel=ABOUT,
+        help="Check the installation: enhance a second of noise with each method that "
+             "needs no download.")] = False,
     list_models: Annotated[bool, typer.Option(
-        "--list-models", is_eager=True, callback=_list_models,
-        help="Show the pretrained models and whether each is downloaded, then exit.")] = False,
+        "--list-models", is_eager=True, callback=_list_models, rich_help_panel=ABOUT,
+        help="Show the pretrained models and which are downloaded.")] = False,
     download_model: Annotated[Optional[str], typer.Option(
         "--download-model", metavar="NAME", is_eager=True, callback=_download_model,
-        help="Download a pretrained model into the cache, then exit.")] = None,
-    report: Annotated[Optional[Path], typer.Option(
-        "--report", metavar="DIR", file_okay=False,
-        help="Measure every file before and after (levels, loudness, noise floor, SNR) and "
-             "write DIR/report.json, report.csv and report.html.")] = None,
-    plot: Annotated[bool, typer.Option(
-        "--plot", help="Draw each file's waveform and spectrogram before and after, as a "
-                       "PNG next to the output (in DIR/plots with --report).")] = False,
-    reference: Annotated[Optional[Path], typer.Option(
-        "--reference", metavar="DIR", exists=True, file_okay=False,
-        help="Clean recordings, matched to inputs by relative path: adds PESQ, STOI, "
-             "ESTOI and SI-SDR of input and output to the report.")] = None,
-    dnsmos: Annotated[bool, typer.Option(
-        "--dnsmos", help="Add DNSMOS P.835 (speech, background and overall quality, 1-5; "
-                         "no reference needed) of input and output to the report. About 0.2 s "
-                         "per 9 s of audio and side; needs pip install 'denoise[dnsmos]'.")] = False,
-    segment: Annotated[Optional[float], typer.Option(
-        "--segment-s", min=1.0, show_default=False,
-        help="Long files are processed in chunks of this many seconds; memory use grows "
-             "with it [default: 30 for spectral, 60 for demucs].")] = None,
+        rich_help_panel=ABOUT, help="Download a pretrained model, then exit.")] = None,
 ) -> None:
-    from denoise.engine import Batch, BatchOptions, DenoiseError, Finishing, plan_jobs
+    method = method or ("demucs" if model or weights else "spectral")
+    _check_combinations(method, output, inputs, quiet, verbose, json_lines,
+                        sum((overwrite, skip_existing, resume)), bool(log) and no_log,
+                        spectral_only={"--strength": strength, "--noise-file": noise_file},
+                        demucs_only={"--model": model, "--weights": weights,
+                                     "--device": device, "--band-limit": band_limit or None},
+                        file_outputs={"--residue": residue, "--report": report, "--plot": plot,
+                                      "--reference": reference, "--dnsmos": dnsmos})
+    _need_stack()
+    from denoise.engine import BatchOptions, Finishing
 
-    if not inputs or output is None:
-        _usage_error("give INPUT... and -o OUT (see --help)")
-    if sum((overwrite, skip_existing, resume)) > 1:
+    backend_options = ({"strength": 1.0 if strength is None else strength,
+                        **({"noise_file": noise_file} if noise_file else {})}
+                       if method == "spectral" else
+                       {"model": model or "dns48", "weights": weights, "device": device or "cpu"})
+    with _usage_errors():
+        options = BatchOptions(
+            method=method, backend_options=backend_options, jobs=jobs, fmt=fmt, subtype=subtype,
+            existing=("overwrite" if overwrite else "skip" if skip_existing
+                      else "resume" if resume else "error"),
+            log=None if no_log else str(log) if log else "auto", cluster=cluster,
+            segment_s=segment, dry=dry, channels=channels, atten_lim_db=atten_lim,
+            full_band=not band_limit,
+            finishing=Finishing(loudness_lufs=loudness, true_peak_dbtp=true_peak, preset=preset,
+                                clip=clip, residue=residue))
+    view = present.View(quiet=quiet, verbose=verbose, json_lines=json_lines, dry_run=dry_run,
+                        from_stdin=inputs == ["-"])
+    examine = present.Examine(report, plot, reference, dnsmos, method)
+    raise typer.Exit(_run(inputs, output, recursive, glob, overwrite, options, view, examine))
+
+
+def _check_combinations(method, output, inputs, quiet, verbose, json_lines, policies,
+                        log_twice, spectral_only, demucs_only, file_outputs) -> None:
+    """Usage errors that need no file read: options that contradict each
+    other or do nothing with the method chosen."""
+    given = lambda options: [name for name, value in options.items() if value]  # noqa: E731
+    if method == "spectral" and given(demucs_only):
+        _usage_error(f"{', '.join(given(demucs_only))}: only for --method demucs "
+                     "(the spectral method runs on the CPU, with no model)")
+    if method != "spectral" and given(spectral_only):
+        _usage_error(f"{', '.join(given(spectral_only))}: only for --method spectral")
+    if quiet and verbose:
+        _usage_error("-q and -v cannot be used together")
+    if policies > 1:
         _usage_error("--overwrite, --skip-existing and --resume cannot be used together")
-    if json_lines and output == "-":
+    if log_twice:
+        _usage_error("--log and --no-log cannot be used together")
+    if output == "-" and json_lines:
         _usage_error("--json prints to standard output, which '-o -' uses for audio")
-    if residue and output == "-":
-        _usage_error("--residue needs output files, not '-o -'")
-    if (report or plot or reference or dnsmos) and output == "-":
-        _usage_error("--report, --plot, --reference and --dnsmos need output files, not '-o -'")
-    if dnsmos:
-        from denoise.engine.dnsmos import check_available
+    if output == "-" and given(file_outputs):
+        _usage_error(f"{', '.join(given(file_outputs))} need output files, not '-o -'")
+    if output == "-" and sys.stdout.isatty():
+        _usage_error("refusing to write audio to a terminal; redirect it (-o - > out.wav) or "
+                     "pipe it into another program")
+    if inputs == ["-"] and sys.stdin.isatty():
+        _usage_error("'-' reads audio from standard input, which is a terminal here; pipe "
+                     "a file in (cat a.wav | denoise - -o out.wav)")
 
-        try:
+
+def _run(inputs, output, recursive, pattern, overwrite, options, view, examine) -> int:
+    """Plan, run, present; returns the exit code."""
+    from denoise.engine import Batch, plan_jobs
+
+    with _usage_errors():
+        if examine.dnsmos:
+            from denoise.engine.dnsmos import check_available
+
             check_available()
-        except DenoiseError as error:
-            _usage_error(str(error))
-    for value, check in ((fmt, _check_format), (subtype, _check_subtype)):
-        if value is not None:
-            check(value)
-    if method is Method.demucs:
-        backend_options = {"model": model, "weights": weights, "device": device}
-    else:
-        backend_options = _spectral_options(strength, noise_file)
-    options = BatchOptions(
-        method=method.value, jobs=jobs, fmt=fmt, subtype=subtype, segment_s=segment,
-        existing=("overwrite" if overwrite else "skip" if skip_existing
-                  else "resume" if resume else "error"),
-        log=str(log) if log else "auto", cluster=cluster,
-        dry=dry, channels=channels.value, atten_lim_db=atten_lim, full_band=not band_limit,
-        backend_options=backend_options,
-        finishing=Finishing(loudness_lufs=loudness, true_peak_dbtp=true_peak,
-                            preset=preset.value if preset else None, clip=clip.value,
-                            residue=residue))
-    try:
-        jobs_list, problems = plan_jobs(inputs, output, recursive=recursive, pattern=glob,
-                                        overwrite=overwrite, fmt=fmt)
-        batch = Batch(jobs_list, options, stdout=sys.stdout.buffer if output == "-" else None)
-    except DenoiseError as error:
-        _usage_error(str(error))
-    except ValueError as error:
-        _usage_error(str(error))
-    for problem in problems:
-        _report_failure(str(problem), json_lines, problem.path)
-    failed = len(problems)
+        plan = plan_jobs(inputs, output, recursive=recursive, pattern=pattern,
+                         overwrite=overwrite, fmt=options.fmt)
+    view.problems(plan.problems)
+    view.left_out(plan.left_out())
     started = time.perf_counter()
-    results = batch.planned() if dry_run else None
-    show_progress = not (quiet or dry_run) and console.is_terminal
-    counts = {"done": 0, "skipped": 0, "failed": 0, "planned": 0}
+    tally = present.Tally(failed=len(plan.problems))
+    records, batch = [], None
     try:
-        with _progress_bar(show_progress) as bar:
-            task = bar.add_task("enhancing", total=batch.audio_s_total or None,
-                                files=f"0/{len(batch.files)}")
-            if results is None:
-                results = batch.run(on_progress=lambda p: bar.update(
-                    task, completed=p.audio_s_done, files=f"{p.files_done}/{p.files_total}"))
-            reports = []
+        with _usage_errors():  # standard input is read here: Ctrl-C may come
+            batch = Batch(plan.jobs, options,
+                          stdout=sys.stdout.buffer if output == "-" else None)
+        with view.progress_bar(batch) as on_progress:
+            results = batch.planned() if view.dry_run else batch.run(on_progress=on_progress)
             for result in results:
-                counts[result.status] += 1
-                _present(result, json_lines, verbose, dry_run)
-                if not dry_run and (report or plot or reference or dnsmos):
-                    reports.append(_examine(result, inputs, report, plot, reference, dnsmos,
-                                            method.value))
-    except KeyboardInterrupt:
-        console.print(f"interrupted: {counts['done']} files done, {counts['skipped']} skipped; "
-                      "unfinished outputs were removed; --resume goes on from here")
-        raise typer.Exit(130)
-    failed += counts["failed"]
-    if batch.runlog is not None and batch.runlog.error and not quiet:
-        console.print(f"warning: run log {batch.runlog.path} not written "
-                      f"({batch.runlog.error}); --resume cannot use this run", markup=False)
-    show = not quiet and not json_lines
-    if show and (report or reference or dnsmos):
-        _metrics_table(reports)
-    if report is not None:
-        from denoise.engine.report import write_reports
-
-        paths = write_reports(report, reports, options.settings())
-        if show:
-            console.print(f"report: {paths['html']}", markup=False)
-    if show:
-        _summary(counts, failed, batch.audio_s_total, time.perf_counter() - started)
-    raise typer.Exit(1 if failed else 0)
+                tally.add(result)
+                view.result(result)
+                if examine.wanted and not view.dry_run:
+                    records.append(examine.record(result, view))
+    except KeyboardInterrupt as stop:
+        if batch is not None:
+            batch.close()
+        return view.interrupted(tally, stop)
+    view.after_run(batch, options, records, examine, tally, time.perf_counter() - started)
+    return 1 if tally.failed else 0
 
 
-def _examine(result, inputs: list[str], report: Optional[Path], plot: bool,
-             reference: Optional[Path], dnsmos: bool, method: str):
-    """Measure (and plot) one finished file; a failure here is reported and
-    leaves the enhanced file as it is."""
-    from denoise.engine.plots import plot_file
-    from denoise.engine.report import FileReport, measure, reference_for
+class _usage_errors:
+    """Turn the engine's refusals of the request as a whole into exit 2."""
 
-    clean = reference_for(result.input, inputs, reference) if reference else None
-    try:
-        record = (measure(result, clean, dnsmos) if report or reference or dnsmos
-                  else FileReport.of(result))
-        if plot and result.status == "done":
-            output = Path(result.output)
-            png = (report / "plots" / f"{output.stem}.png" if report is not None
-                   else output.with_suffix(".png"))
-            record.plot = str(plot_file(result.input, result.output, png,
-                                        f"{Path(result.input).name} - {method}"))
-    except Exception as error:  # noqa: BLE001 - one file's report must not stop the batch
-        console.print(f"error: {result.input}: could not measure or plot ({error})",
-                      markup=False)
-        record = FileReport.of(result)
-    return record
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, _traceback):
+        if isinstance(error, (DenoiseError, ValueError)):
+            _usage_error(str(error))
+        return False
 
 
-def _metrics_table(reports) -> None:
-    from rich.table import Table
-
-    scored = any(record.reference for record in reports)
-    rated = any("dnsmos_ovrl_in" in record.metrics for record in reports)
-    table = Table(title="before -> after", title_justify="left")
-    headings = ["file", "loudness LUFS", "peak dBFS", "noise floor dBFS", "SNR dB",
-                "reduction dB"] + (["PESQ", "STOI"] if scored else []) + \
-        (["DNSMOS OVRL"] if rated else [])
-    for heading in headings:
-        table.add_column(heading, justify="left" if heading == "file" else "right")
-
-    def pair(record, name, digits=1):
-        before, after = record.metrics.get(f"{name}_in"), record.metrics.get(f"{name}_out")
-        if before is None and after is None:
-            return "-"
-        show = lambda value: "-" if value is None else f"{value:.{digits}f}"  # noqa: E731
-        return f"{show(before)} -> {show(after)}"
-
-    for record in reports:
-        if record.status != "done":
-            continue
-        reduction = record.metrics.get("noise_reduction_db")
-        cells = [Path(record.input).name, pair(record, "loudness_lufs"),
-                 pair(record, "peak_dbfs"), pair(record, "noise_floor_dbfs"),
-                 pair(record, "snr_db"), "-" if reduction is None else f"{reduction:.1f}"]
-        if scored:
-            cells += [pair(record, "pesq", 2), pair(record, "stoi", 3)]
-        if rated:
-            cells.append(pair(record, "dnsmos_ovrl", 2))
-        table.add_row(*cells)
-    console.print(table)
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.fields[files]} files"),
-                    TextColumn("{task.completed:.0f}/{task.total:.0f} s audio"),
-                    TimeRemainingColumn(), console=console, disable=not enabled,
-                    transient=True)
-
-
-def _present(result, json_lines: bool, verbose: bool, dry_run: bool) -> None:
-    if json_lines:
-        print(json.dumps(result.to_dict()), flush=True)
-    if result.status == "failed":
-        if not json_lines:
-            console.print(f"error: {result.error}", markup=False)
-    elif result.clipped_samples and not json_lines:
-        console.print(f"warning: {result.output}: {result.clipped_samples} samples clipped "
-                      "at full scale", markup=False)
-    elif dry_run and not json_lines:
-        console.print(f"would write {result.output}  (from {result.input})", markup=False)
-    elif verbose and not json_lines:
-        detail = ""
-        if result.status == "done":
-            detail = f"  ({result.duration_s:.1f} s audio, {result.seconds:.2f} s, " \
-                     f"{result.realtime_factor:.3f}x real time)"
-        console.print(f"{result.status}: {result.input} -> {result.output}{detail}", markup=False)
-
-
-def _report_failure(message: str, json_lines: bool, source: str) -> None:
-    if json_lines:
-        print(json.dumps({"input": source, "output": None, "status": "failed",
-                          "duration_s": None, "seconds": None, "realtime_factor": None,
-                          "error": message, "clipped_samples": 0}), flush=True)
-    else:
-        console.print(f"error: {message}", markup=False)
-
-
-def _summary(counts: dict, failed: int, audio_s: float, elapsed: float) -> None:
-    if counts["planned"]:
-        console.print(f"dry run: {counts['planned']} files would be written, "
-                      f"{counts['skipped']} skipped, {failed} failed")
-        return
-    parts = [f"{counts['done']} done"]
-    if counts["skipped"]:
-        parts.append(f"{counts['skipped']} skipped (output exists)")
-    if failed:
-        parts.append(f"{failed} failed")
-    console.print(f"{', '.join(parts)}; {audio_s:.1f} s of audio in {elapsed:.1f} s")
-
-
-def _check_format(value: str) -> None:
-    import soundfile as sf
-
-    if value.upper() not in sf.available_formats():
-        _usage_error(f"unknown --format {value!r}; choose from "
-                     f"{', '.join(sorted(sf.available_formats()))}")
-
-
-def _check_subtype(value: str) -> None:
-    import soundfile as sf
-
-    if value.upper() not in sf.available_subtypes():
-        _usage_error(f"unknown --subtype {value!r}; e.g. PCM_16, PCM_24, FLOAT")
+def _need_stack() -> None:
+    problem = stack_problem()
+    if problem is not None:
+        present.error(problem)
+        raise typer.Exit(2)
 
 
 def _usage_error(message: str) -> None:
-    console.print(f"error: {message}", markup=False)
+    present.error(message)
     raise typer.Exit(2)
 
 
-def main() -> None:
-    """The console script. Once the app has finished (every output closed and
-    renamed), the process leaves without the interpreter's teardown: with
-    torch loaded, that teardown takes 0.7 to 1 s and does nothing for the
-    user. What the interpreter would do before it still happens, in its
-    order: threads' exit hooks (where joblib's worker pool tells its workers
-    to stop; without them the next step waits out the workers' 300 s idle
-    timeout), then exit handlers, then the standard streams are flushed."""
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C is: outputs in progress are
+    removed, the counts are printed, and the exit code is 128 + the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, _frame) -> None:
+    raise Stopped(signum)
+
+
+def run(argv: list[str]) -> int:
+    """The whole command, from arguments to exit code; what ``main`` and
+    the tests call."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
+    command = typer.main.get_command(app)
     try:
-        app()
-        code = 0
-    except SystemExit as stop:
-        if isinstance(stop.code, str):
-            print(stop.code, file=sys.stderr)
-        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-    threading._shutdown()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream has nothing to lose
-            pass
-    os._exit(code)
+        code = command.main(args=argv, prog_name="denoise", standalone_mode=False)
+    except typer.Exit as stop:
+        code = stop.exit_code
+    except KeyboardInterrupt as stop:  # before or after the batch (during it: _run)
+        code = present.exit_code(stop)
+    except typer.BadParameter as error:
+        present.error(f"{error.format_message()} (see denoise --help)")
+        code = 2
+    except Exception as error:  # noqa: BLE001 - click's usage errors, and any bug
+        code = _unexpected(error, argv)
+    return code if isinstance(code, int) else 0
+
+
+def _unexpected(error: Exception, argv: list[str]) -> int:
+    """A usage error from the parser is one line and exit 2; anything else
+    is a bug: one line, the traceback in a file (and on screen with -v)."""
+    click_error = getattr(error, "exit_code", None)
+    if click_error is not None and hasattr(error, "format_message"):
+        present.error(f"{error.format_message()} (see denoise --help)")
+        return click_error
+    path = save_traceback(error)
+    where = f"the traceback is in {path}" if path else "run again with -v for the traceback"
+    present.error(f"internal error: {type(error).__name__}: {error} (a bug in denoise; {where})")
+    if "-v" in argv or "--verbose" in argv:
+        present.traceback(error)
+    return 3
+
+
+def main() -> None:
+    """The console script."""
+    code = run(sys.argv[1:])
+    present.flush()
+    sys.exit(code)

@@ -1,38 +1,33 @@
 """denoise's Python API: everything but the command line.
 
-    from denoise.engine import BatchOptions, Batch, plan_jobs, enhance_array
+    from denoise.engine import Batch, BatchOptions, enhance_array, plan_jobs
 
-    jobs, problems = plan_jobs(["in/"], "out/", recursive=True)
-    for result in Batch(jobs, BatchOptions(method="spectral")).run():
+    plan = plan_jobs(["in/"], "out/", recursive=True)
+    for result in Batch(plan.jobs, BatchOptions(method="spectral")).run():
         print(result.input, result.status)
 
     clean = enhance_array(noisy, 16000, method="spectral")
+
+The names below are imported on first use, so that importing a light part
+(``denoise.engine.choices``, ``denoise.engine.errors``) does not load torch.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from importlib import import_module
 
-from denoise.engine import backends
-from denoise.engine.batch import Batch, BatchOptions, FileResult, Progress, default_jobs
-from denoise.engine.discovery import Job, plan_jobs
-from denoise.engine.errors import DenoiseError, FileError, UsageError
-from denoise.engine.finishing import PRESETS, Finishing
-from denoise.engine.pipeline import Shaping, enhance_audio
+_WHERE = {
+    "Batch": "batch", "BatchOptions": "batch", "FileResult": "batch", "Progress": "batch",
+    "default_jobs": "batch", "Job": "discovery", "Plan": "discovery", "plan_jobs": "discovery",
+    "DenoiseError": "errors", "FileError": "errors", "UsageError": "errors",
+    "Finishing": "finishing", "PRESETS": "choices", "enhance_array": "pipeline",
+    "progress_bar": "progress", "FileReport": "report", "examine": "report",
+    "write_reports": "report", "run_self_test": "selftest",
+}
+__all__ = sorted(_WHERE)
 
-__all__ = ["PRESETS", "Batch", "BatchOptions", "DenoiseError", "FileError", "FileResult",
-           "Finishing", "Job", "Progress", "UsageError", "default_jobs", "enhance_array",
-           "plan_jobs"]
 
-
-def enhance_array(audio: np.ndarray, sample_rate: int, method: str = "spectral",
-                  dry: float = 0.0, **options) -> np.ndarray:
-    """Enhance a whole signal held in memory, in one piece.
-
-    Shape: ``[T]`` or ``[channels, T]`` -> the same. For files, and for
-    signals too long to hold, use :class:`Batch`, which works in chunks.
-    """
-    backend = backends.build(backends.BackendSpec(method, options))
-    signal = np.asarray(audio, dtype=np.float32)
-    enhanced = enhance_audio(backend, np.atleast_2d(signal), sample_rate, Shaping(dry=dry))
-    return enhanced.reshape(signal.shape)
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'denoise.engine' has no attribute {name!r}")
+    return getattr(import_module(f"denoise.engine.{_WHERE[name]}"), name)

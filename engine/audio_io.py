@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -34,8 +35,18 @@ AUDIO_SUFFIXES = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
      ".aifc", ".au", ".snd", ".caf", ".w64", ".rf64"}
 )
-FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_I",
-                            "MPEG_LAYER_II", "MPEG_LAYER_III"})
+LOSSY_SUBTYPES = frozenset({"VORBIS", "OPUS", "MPEG_LAYER_I", "MPEG_LAYER_II",
+                            "MPEG_LAYER_III"})
+FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"}) | LOSSY_SUBTYPES
+# Where an output container cannot hold the input's sample format, the
+# nearest one it can: lossy codecs decode to 16-bit-quality PCM; float keeps
+# its resolution in 24 bits.
+NEAREST_SUBTYPES = {"FLOAT": ("PCM_24", "PCM_16"), "DOUBLE": ("FLOAT", "PCM_24", "PCM_16"),
+                    "PCM_32": ("PCM_24", "PCM_16"), "PCM_24": ("PCM_16",)}
+# libsndfile's log line for a data chunk whose size the header gets wrong.
+_DATA_SIZE_MISMATCH = re.compile(r"^(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+# Sizes a writer puts in a header when it cannot know the length (a stream).
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)
 STDIO = "-"
 
 
@@ -55,6 +66,7 @@ class AudioInfo:
     channels: int
     format: str
     subtype: str
+    warning: str | None = None  # what is wrong with the file that does not stop it
 
     @property
     def duration_s(self) -> float:
@@ -87,7 +99,22 @@ def probe(path: Path) -> AudioInfo:
         raise FileError(path, f"not a readable audio file ({_libsndfile_cause(error)})")
     if info.frames <= 0:
         raise FileError(path, "contains no audio samples (zero length)")
-    return AudioInfo(info.frames, info.samplerate, info.channels, info.format, info.subtype)
+    return AudioInfo(info.frames, info.samplerate, info.channels, info.format, info.subtype,
+                     _truncation(info.extra_info, info.frames))
+
+
+def _truncation(log: str, frames: int) -> str | None:
+    """A warning when the header promises more audio than the file holds (a
+    recording cut short). libsndfile then reads what is there, and says so
+    only in its log."""
+    mismatch = _DATA_SIZE_MISMATCH.search(log)
+    if mismatch is None:
+        return None
+    promised, held = (int(group) for group in mismatch.groups())
+    if promised in _UNKNOWN_SIZES or held >= promised or held == 0:
+        return None
+    return (f"file is truncated: its header promises {round(frames * promised / held)} "
+            f"samples, the file holds {frames}; enhanced what is there")
 
 
 def read_frames(path: Path, start: int, stop: int) -> np.ndarray:
@@ -151,18 +178,29 @@ SUFFIX_FORMATS = {".wav": "WAV", ".wave": "WAV", ".flac": "FLAC", ".ogg": "OGG",
 def output_format(info: AudioInfo, target: Path | str, fmt: str | None,
                   subtype: str | None) -> tuple[str, str]:
     """The (format, subtype) to write: as asked, else as the target's suffix
-    says, else as the input; a subtype the format cannot hold becomes the
-    format's default. WAV when nothing else can be told.
+    says, else as the input. The input's subtype is kept where the format
+    holds it (a lossy codec only in its own container); else the nearest
+    one the format holds (PCM_16 for a lossy source, PCM_24 for float), else
+    the format's default. WAV when nothing else can be told.
     """
     fmt = (fmt or SUFFIX_FORMATS.get(Path(str(target)).suffix.lower()) or info.format).upper()
     if sf.default_subtype(fmt) is None:
         fmt = "WAV"
     if subtype is None:
-        subtype = info.subtype if sf.check_format(fmt, info.subtype) else sf.default_subtype(fmt)
+        subtype = _nearest_subtype(info, fmt)
     subtype = subtype.upper()
     if not sf.check_format(fmt, subtype):
         raise FileError(target, f"cannot write subtype {subtype} in format {fmt}")
     return fmt, subtype
+
+
+def _nearest_subtype(info: AudioInfo, fmt: str) -> str:
+    if info.subtype in LOSSY_SUBTYPES:
+        candidates = (info.subtype,) if fmt == info.format else ("PCM_16",)
+    else:
+        candidates = (info.subtype, *NEAREST_SUBTYPES.get(info.subtype, ()))
+    return next((subtype for subtype in candidates if sf.check_format(fmt, subtype)),
+                sf.default_subtype(fmt))
 
 
 class AtomicWriter:
@@ -287,6 +325,10 @@ def spool_stdin(stream: BinaryIO | None = None) -> Path:
     """Copy standard input to a temporary file so it can be read in blocks."""
     stream = stream or sys.stdin.buffer
     handle = tempfile.NamedTemporaryFile(prefix="denoise-stdin-", suffix=".audio", delete=False)
-    with handle:
-        shutil.copyfileobj(stream, handle)
+    try:
+        with handle:
+            shutil.copyfileobj(stream, handle)
+    except BaseException:  # Ctrl-C while the producer is still writing
+        Path(handle.name).unlink(missing_ok=True)
+        raise
     return Path(handle.name)

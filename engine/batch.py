@@ -32,6 +32,11 @@ from denoise.engine.runlog import RunLog, default_path, input_identity
 
 # Margin for the resampling filters' own reach at chunk edges.
 RESAMPLE_CONTEXT_S = 0.01
+# What a worker process costs before its first chunk: starting Python and
+# importing torch and the engine (measured 2.3-3.2 s on a 2-core machine).
+# With the default pool size, a batch gets worker processes only when its
+# work outweighs this.
+WORKER_START_S = 2.5
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,10 @@ class BatchOptions:
     fails), ``"overwrite"``, ``"skip"``, or ``"resume"`` (skip it if the run
     log says it was made from this input, unchanged, with these settings;
     else redo it). ``log`` is the run log's path, ``"auto"`` for
-    ``.denoise-log.jsonl`` in the folder that holds the outputs, or ``None``.
+    ``.denoise-log.jsonl`` in the output root (the ``-o`` folder, or the
+    folder of a single output file), or ``None`` for no log. ``jobs`` is the
+    number of worker processes (``None``: as many as the work is worth, up
+    to one per core).
     ``segment_s`` is the length of the chunks long files are cut into
     (``None``: the backend's own choice), ``overlap_s`` their cross-fade.
     """
@@ -70,6 +78,32 @@ class BatchOptions:
             settings.pop(name)
         return settings
 
+    def describe(self) -> dict[str, str]:
+        """The settings that shape the outputs as a person reads them: the
+        values in effect (a backend's own defaults filled in), with units."""
+        method = self.backend_options
+        text = {"method": self.method}
+        if self.method == "spectral":
+            text["strength"] = f"{method.get('strength', 1.0):g}"
+            if method.get("noise_file"):
+                text["noise profile"] = str(method["noise_file"])
+        else:
+            text["model"] = str(method.get("weights") or method.get("model", "dns48"))
+            text["device"] = str(method.get("device", "cpu"))
+            text["upper band (files above 16 kHz)"] = ("restored from the input" if self.full_band
+                                                       else "left out (--band-limit)")
+        limit = self.atten_lim_db
+        if limit is None:
+            limit = backends.default_atten_lim_db(self.method)
+        text["attenuation limit"] = f"{limit:g} dB" if limit else "none"
+        text["channels"] = self.channels
+        text["dry mix"] = f"{self.dry:g}"
+        text["output format"] = " ".join(part for part in (self.fmt, self.subtype) if part) \
+            or "as the input"
+        text["chunks"] = f"{self.segment_s:g} s" if self.segment_s else "the method's default"
+        text.update(self.finishing.describe())
+        return text
+
     def __post_init__(self) -> None:
         if self.existing not in ("error", "overwrite", "skip", "resume"):
             raise ValueError(f"existing must be error, overwrite, skip or resume, "
@@ -82,7 +116,12 @@ class BatchOptions:
 
 @dataclass
 class FileResult:
-    """The outcome for one input; ``status`` is done, skipped, failed or planned."""
+    """The outcome for one input; ``status`` is done, skipped, failed or
+    planned. ``error`` is the cause of a failure (the input is named in
+    ``input``), ``reason`` why a file was skipped, ``warnings`` what was
+    wrong without stopping it. ``gain_db`` is the loudness gain finishing
+    applied (``None`` without a loudness target). ``relative`` is the
+    output's path under the output root."""
 
     input: str
     output: str
@@ -91,6 +130,10 @@ class FileResult:
     seconds: float | None = None
     error: str | None = None
     clipped_samples: int = 0
+    reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    gain_db: float | None = None
+    relative: str = ""
 
     @property
     def realtime_factor(self) -> float | None:
@@ -148,11 +191,14 @@ class _FileState:
     next_index: int = 0
     seconds: float = 0.0
     clipped: int = 0
+    gain_db: float | None = None
     error: str | None = None
 
     def result(self, status: str) -> FileResult:
         return FileResult(self.job.source, self.job.output, status, self.info.duration_s,
-                          self.seconds, self.error, self.clipped)
+                          None if status == "planned" else self.seconds, self.error,
+                          self.clipped, warnings=[self.info.warning] if self.info.warning
+                          else [], gain_db=self.gain_db, relative=self.job.relative)
 
 
 class Batch:
@@ -167,8 +213,7 @@ class Batch:
             generic_limit = None
         self.shaping = Shaping(options.channels, generic_limit, options.dry, options.full_band)
         self.spec = backends.BackendSpec(options.method, backend_options)
-        log_path = default_path([job.output for job in jobs]) if options.log == "auto" \
-            else options.log
+        log_path = default_path(jobs) if options.log == "auto" else options.log
         self.runlog = RunLog(log_path, options.settings()) if log_path else None
         # Backend builds seen per worker process (the main one's is built above).
         self.builds_per_worker: dict[int, int] = {}
@@ -182,10 +227,12 @@ class Batch:
             try:
                 state = self._prepare(len(self.files), job)
             except FileError as error:
-                self.early.append(FileResult(job.source, job.output, "failed", error=str(error)))
+                self.early.append(FileResult(job.source, job.output, "failed",
+                                             error=_cause(job, error), relative=job.relative))
                 continue
-            if state is None:
-                self.early.append(FileResult(job.source, job.output, "skipped"))
+            if isinstance(state, str):
+                self.early.append(FileResult(job.source, job.output, "skipped", reason=state,
+                                             relative=job.relative))
             else:
                 self.files.append(state)
 
@@ -193,13 +240,14 @@ class Batch:
     def audio_s_total(self) -> float:
         return sum(state.info.duration_s for state in self.files)
 
-    def _prepare(self, file_id: int, job: Job) -> _FileState | None:
+    def _prepare(self, file_id: int, job: Job) -> _FileState | str:
+        """The file's state, ready to run; or why it is skipped."""
         target_exists = job.output != STDIO and Path(job.output).exists()
         if target_exists and self.options.existing == "skip":
-            return None
+            return "output exists"
         if target_exists and self.options.existing == "resume" and self.runlog is not None \
                 and self.runlog.is_current(job.source, job.output):
-            return None
+            return "up to date (same input and settings in the run log)"
         if target_exists and self.options.existing == "error":
             raise FileError(job.source, f"output {job.output} exists; pass --overwrite "
                                         "to replace it or --skip-existing to keep it")
@@ -212,7 +260,7 @@ class Batch:
             file_std = (channel_std(path, info, self.shaping.enhances_mix)
                         if self.backend.uses_file_std else None)
         except FileError as error:
-            raise FileError(job.source, error.cause)
+            raise FileError(job.source, error.cause) from None
         fmt, subtype = output_format(info, job.output, self.options.fmt, self.options.subtype)
         identity = input_identity(job.source) if job.source != STDIO else None
         return _FileState(file_id, job, path, info, self._plan(info), fmt, subtype, file_std,
@@ -243,7 +291,6 @@ class Batch:
         # A backend that takes several chunks per call (a model on a GPU) is
         # fed by one process; otherwise files and chunks spread over workers.
         per_call = max(1, self.backend.batch_chunks(self._longest_chunk_s()))
-        total_tasks = sum(len(state.chunks) for state in self.files)
         if self.client is not None:
             # One torch thread per task: a worker runs as many tasks at once
             # as it has threads, and a local run with one job per core
@@ -251,8 +298,7 @@ class Batch:
             jobs, threads = worker_threads(self.client), 1
             context = parallel_config(backend="dask")
         else:
-            jobs = 1 if per_call > 1 else max(1, min(self.options.jobs or default_jobs(),
-                                                     total_tasks))
+            jobs = 1 if per_call > 1 else self._pool_size()
             threads = max(1, default_jobs() // jobs)
             context = nullcontext()
             if jobs == 1:
@@ -267,6 +313,22 @@ class Batch:
         finally:
             self.close()
 
+    def _pool_size(self) -> int:
+        """Worker processes: as asked; else one per core, as long as the
+        work is worth starting them (a process that is already running
+        finishes a small batch sooner than new workers that import torch)."""
+        tasks = sum(len(state.chunks) for state in self.files)
+        if self.options.jobs:
+            return max(1, min(self.options.jobs, tasks))
+        cores = min(default_jobs(), tasks)
+        work_s = sum(state.info.duration_s * (1 if self.shaping.enhances_mix
+                                              else state.info.channels)
+                     for state in self.files) * self.backend.compute_s_per_audio_s
+        # Worth it when work / n + start < work, i.e. work > start * n / (n - 1).
+        if cores < 2 or work_s <= WORKER_START_S * cores / (cores - 1):
+            return 1
+        return cores
+
     def _gather(self, outputs, on_progress) -> Iterator[FileResult]:
         """Write chunks back into their files as they come; yield each file's
         result once it is final."""
@@ -277,7 +339,9 @@ class Batch:
                 self.builds_per_worker[pid] = max(builds, self.builds_per_worker.get(pid, 0))
                 state = self.files[result.file_id]
                 finished = self._collect(state, result)
-                audio_done += (result.chunk.keep_stop - result.chunk.keep_start) \
+                # Each sample once: a chunk's overlap with the next is the next's.
+                chunk = result.chunk
+                audio_done += (chunk.keep_stop - chunk.keep_start - chunk.fade_out) \
                     / state.info.sample_rate
                 if finished is not None:
                     files_done += 1
@@ -290,8 +354,8 @@ class Batch:
     def _tasks(self) -> Iterator[ChunkTask]:
         for state in self.files:
             for chunk in state.chunks:
-                yield ChunkTask(state.file_id, str(state.path), state.job.source,
-                                state.info.sample_rate, chunk, state.file_std)
+                yield ChunkTask(state.file_id, str(state.path), state.info.sample_rate, chunk,
+                                state.file_std)
 
     def _longest_chunk_s(self) -> float:
         return max((c.read_stop - c.read_start) / s.info.sample_rate
@@ -318,12 +382,13 @@ class Batch:
             if state.next_index < len(state.chunks):
                 return None
             state.writer.commit()
-            state.clipped = state.writer.clipped
+            state.clipped, state.gain_db = state.writer.clipped, state.writer.gain_db
             state.writer = None
         except FileError as error:
-            return self._fail(state, str(error))
+            return self._fail(state, _cause(state.job, error))
         except OSError as error:
-            return self._fail(state, f"{state.job.output}: write failed ({error.strerror or error})")
+            return self._fail(state, f"{state.job.output}: write failed "
+                                     f"({error.strerror or error})")
         return state.result("done")
 
     def _fail(self, state: _FileState, message: str) -> FileResult:
@@ -354,3 +419,9 @@ class Batch:
         for path in self._spooled:
             path.unlink(missing_ok=True)
         self._spooled.clear()
+
+
+def _cause(job: Job, error: FileError) -> str:
+    """An error's message for the result of ``job``, which names the input
+    already: the cause alone, or the other file it is about and the cause."""
+    return error.cause if error.path == job.source else str(error)

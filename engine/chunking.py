@@ -71,17 +71,9 @@ def plan_chunks(total: int, segment: int, overlap: int, context_before: int,
     return chunks
 
 
-def fade_window(length: int, fade_in: int, fade_out: int) -> np.ndarray:
-    """Ones with raised-cosine ramps; an in-ramp plus an out-ramp sums to 1."""
-    window = np.ones(length, dtype=np.float32)
-    if fade_in:
-        window[:fade_in] = _ramp(fade_in)
-    if fade_out:
-        window[length - fade_out:] = 1.0 - _ramp(fade_out)
-    return window
-
-
-def _ramp(length: int) -> np.ndarray:
+def fade_in_ramp(length: int) -> np.ndarray:
+    """Raised-cosine weights of the later chunk across an overlap, from
+    near 0 to near 1; the earlier chunk has one minus these."""
     position = (np.arange(length, dtype=np.float64) + 0.5) / length
     return (np.sin(0.5 * np.pi * position) ** 2).astype(np.float32)
 
@@ -90,17 +82,20 @@ class OverlapAdd:
     """Rebuild a signal from chunk outputs given in chunk order.
 
     ``add`` returns the samples that are final (everything but the overlap it
-    must wait for the next chunk to complete).
+    must wait for the next chunk to complete). Across an overlap the output
+    is ``earlier + ramp * (later - earlier)``: the cross-fade of the two,
+    written so that where they agree the result is exactly what they agree
+    on, bit for bit.
     """
 
     def __init__(self) -> None:
-        self._pending: np.ndarray | None = None
+        self._pending: np.ndarray | None = None  # the earlier chunk's overlap
 
     def add(self, chunk: Chunk, kept: np.ndarray) -> np.ndarray:
         """``kept`` is the chunk's output over its kept span, ``[C, keep]``."""
-        weighted = kept * fade_window(kept.shape[-1], chunk.fade_in, chunk.fade_out)
+        head = kept[..., :chunk.fade_in]
         if self._pending is not None:
-            weighted[..., :chunk.fade_in] += self._pending
-        split = weighted.shape[-1] - chunk.fade_out
-        self._pending = weighted[..., split:] if chunk.fade_out else None
-        return weighted[..., :split]
+            head = self._pending + fade_in_ramp(chunk.fade_in) * (head - self._pending)
+        split = kept.shape[-1] - chunk.fade_out
+        self._pending = kept[..., split:].copy() if chunk.fade_out else None
+        return np.concatenate([head, kept[..., chunk.fade_in:split]], axis=-1)

@@ -32,10 +32,10 @@ import torch
 import torchaudio.functional as AF
 
 from denoise.engine.audio_io import FLOAT_SUBTYPES, AtomicWriter, read_frames
+from denoise.engine.choices import CLIP_MODES, PRESETS
 from denoise.engine.errors import FileError
 from denoise.engine.metrics import measure_file
 
-CLIP_MODES = ("limit", "report", "error")
 LOOKAHEAD_S = 0.005
 RELEASE_S = 0.150
 OVERSAMPLE = 4
@@ -47,24 +47,6 @@ SAFETY_DB = 0.05
 LOUDNESS_TOLERANCE_LU = 0.2
 LOUDNESS_ATTEMPTS = 4
 FULL_SCALE = 1.0 - 1.0 / 32768  # the largest 16-bit sample
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A publishing target: loudness for stereo and for mono files, and the
-    true-peak ceiling."""
-
-    stereo_lufs: float
-    mono_lufs: float
-    true_peak_dbtp: float
-
-
-# Podcasts: -16 LUFS stereo / -19 mono, -1 dBTP (AES TD1004, Apple and
-# Spotify's podcast guidance); broadcast: EBU R128, -23 LUFS, -1 dBTP.
-PRESETS = {
-    "podcast": Preset(-16.0, -19.0, -1.0),
-    "broadcast": Preset(-23.0, -23.0, -1.0),
-}
 
 
 @dataclass(frozen=True)
@@ -83,6 +65,24 @@ class Finishing:
             raise ValueError(f"clip must be one of {', '.join(CLIP_MODES)}, not {self.clip!r}")
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+
+    def describe(self) -> dict[str, str]:
+        """What finishing does, as a person reads it."""
+        text = {}
+        preset = PRESETS.get(self.preset) if self.preset else None
+        if self.loudness_lufs is not None:
+            text["loudness"] = f"{self.loudness_lufs:g} LUFS"
+        elif preset is not None:
+            text["loudness"] = (f"{preset.stereo_lufs:g} LUFS (mono files {preset.mono_lufs:g}), "
+                                f"preset {self.preset}")
+        ceiling = self.ceiling_dbtp()
+        if ceiling is not None:
+            text["true peak"] = f"at most {ceiling:g} dBTP"
+        text["clipping"] = {"limit": "limited at full scale", "report": "clipped and counted",
+                            "error": "fails the file"}[self.clip]
+        if self.residue:
+            text["residue"] = "written beside each output"
+        return text
 
     def target_lufs(self, channels: int) -> float | None:
         if self.loudness_lufs is not None or self.preset is None:
@@ -115,6 +115,7 @@ class Limiter:
     """
 
     def __init__(self, rate: int, ceiling: float, oversample: bool = True):
+        self.nominal_ceiling = ceiling
         self.ceiling = ceiling * 10 ** (-SAFETY_DB / 20)
         self.lookahead = max(1, round(LOOKAHEAD_S * rate))
         self.decay = math.exp(-1.0 / (RELEASE_S * rate))  # of the gain reduction, per sample
@@ -155,7 +156,9 @@ class Limiter:
             self.lead = joined[:, max(0, ready - FILTER_MARGIN):ready]
         else:
             peaks = np.abs(joined).max(axis=0)
-        if peaks.max(initial=0.0) <= self.ceiling and self.reduction < 1e-9 \
+        # A signal within the ceiling passes exactly as it is; one that goes
+        # over it is brought under the ceiling less the safety margin.
+        if peaks.max(initial=0.0) <= self.nominal_ceiling and self.reduction < 1e-9 \
                 and self.history.min() >= 1.0:
             self.history[:] = 1.0
             return joined[:, :ready].astype(np.float32, copy=False)
@@ -203,6 +206,7 @@ class OutputSink:
         self.target, self.source, self.rate, self.channels = target, source, rate, channels
         self.fmt, self.subtype, self.finishing, self.stdout = fmt, subtype, finishing, stdout
         self.clipped = 0
+        self.gain_db: float | None = None  # the loudness gain applied
         self.position = 0
         self.residue = (AtomicWriter(residue_path(target), rate, channels, fmt, subtype)
                         if finishing.residue else None)
@@ -275,6 +279,7 @@ class OutputSink:
         gain_db = self.target_lufs - measured
         tried: list[tuple[float, float]] = []  # (gain, loudness reached)
         for _ in range(LOUDNESS_ATTEMPTS):
+            self.gain_db = gain_db
             if self.writer is not None:
                 self.writer.abort()
             self.clipped = 0

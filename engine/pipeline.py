@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from denoise.engine import backends
 from denoise.engine.audio_io import read_frames
 from denoise.engine.bands import extend_band, limit_attenuation, linked_gains
+from denoise.engine.choices import CHANNEL_MODES
 from denoise.engine.chunking import Chunk
 from denoise.engine.errors import FileError
 
@@ -47,7 +48,6 @@ _building = threading.Lock()
 class ChunkTask:
     file_id: int
     path: str
-    name: str
     sample_rate: int
     chunk: Chunk
     file_std: np.ndarray | None = None
@@ -136,7 +136,18 @@ class Shaping:
         return self.channels != "each"
 
 
-CHANNEL_MODES = ("each", "mix", "linked")
+def enhance_array(audio: np.ndarray, sample_rate: int, method: str = "spectral",
+                  dry: float = 0.0, **options) -> np.ndarray:
+    """Enhance a whole signal held in memory, in one piece.
+
+    Shape: ``[T]`` or ``[channels, T]`` -> the same. For files, and for
+    signals too long to hold, use :class:`~denoise.engine.batch.Batch`,
+    which works in chunks.
+    """
+    backend = backends.build(backends.BackendSpec(method, options))
+    signal = np.asarray(audio, dtype=np.float32)
+    enhanced = enhance_audio(backend, np.atleast_2d(signal), sample_rate, Shaping(dry=dry))
+    return enhanced.reshape(signal.shape)
 
 
 def enhance_audio(backend: backends.Backend, audio: np.ndarray, sample_rate: int,
@@ -186,6 +197,10 @@ def _shape(audio: np.ndarray, source: np.ndarray, enhanced: np.ndarray, rate: in
     if enhanced.shape[-1] < length:
         enhanced = np.pad(enhanced, ((0, 0), (0, length - enhanced.shape[-1])))
     enhanced = np.ascontiguousarray(enhanced[..., :length], dtype=np.float32)
+    if shaping.channels != "mix" and np.array_equal(enhanced, source):
+        # The backend changed nothing (spectral at strength 0): neither does
+        # the shaping, whose STFT round trips are exact only to a rounding.
+        return np.ascontiguousarray(audio, dtype=np.float32)
     if shaping.full_band and backend_rate < rate:
         enhanced = extend_band(source, enhanced, rate, backend_rate)
     if shaping.channels == "linked":
@@ -213,8 +228,7 @@ def run_chunks(spec: backends.BackendSpec, threads: int, tasks: list[ChunkTask],
             readable.append((task, read_frames(Path(task.path), task.chunk.read_start,
                                                task.chunk.read_stop)))
         except FileError as error:
-            results.append(ChunkResult(task.file_id, task.chunk, None,
-                                       f"{task.name}: {error.cause}", 0.0))
+            results.append(ChunkResult(task.file_id, task.chunk, None, error.cause, 0.0))
     if readable:
         try:
             backend = worker_backend(spec, threads)
@@ -224,8 +238,8 @@ def run_chunks(spec: backends.BackendSpec, threads: int, tasks: list[ChunkTask],
             errors = [None] * len(readable)
         except Exception as error:  # a backend bug must fail these files, not the batch
             outputs = [None] * len(readable)
-            errors = [f"{task.name}: internal error in {spec.name}: "
-                      f"{type(error).__name__}: {error}" for task, _ in readable]
+            errors = [f"internal error in {spec.name}: {type(error).__name__}: {error}"
+                      for _ in readable]
         seconds = (time.perf_counter() - started) / len(readable)
         for (task, _), out, error in zip(readable, outputs, errors):
             chunk = task.chunk

@@ -1,6 +1,11 @@
 """What a run measured, per file, and the report files made from it:
 ``report.json`` (everything), ``report.csv`` (one row per file) and
-``report.html`` (one self-contained page a producer can read)."""
+``report.html`` (one self-contained page a producer can read).
+
+    records = [examine(result, report_dir=Path("report"), plot=True)
+               for result in batch.run()]
+    write_reports(Path("report"), records, options.describe(), wall_s)
+"""
 
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ class FileReport:
     missing: dict[str, str] = field(default_factory=dict)
     reference: str | None = None
     plot: str | None = None
+    problem: str | None = None  # why measuring or plotting failed, if it did
 
     @classmethod
     def of(cls, result) -> "FileReport":
@@ -60,13 +66,16 @@ class FileReport:
         return record
 
 
-def metric_columns(reference: bool, dnsmos: bool = False) -> list[str]:
+def metric_columns(reference: bool, dnsmos: bool = False, gain: bool = False) -> list[str]:
     """The metric columns, each naming its side: ``peak_dbfs_in``,
-    ``peak_dbfs_out``, ..., ``noise_reduction_db``, then with a reference
+    ``peak_dbfs_out``, ..., ``noise_reduction_db`` (net of any loudness
+    gain), with finishing ``loudness_gain_db``, then with a reference
     ``pesq_in``, ``pesq_out``, ``pesq_delta`` and so on, then with DNSMOS
     ``dnsmos_sig_in`` ... ``dnsmos_ovrl_delta``."""
     columns = [f"{name}_{side}" for name in LEVEL_FIELDS for side in ("in", "out")]
     columns.append("noise_reduction_db")
+    if gain:
+        columns.append("loudness_gain_db")
     if reference:
         columns += _compared(REFERENCE_METRICS)
     if dnsmos:
@@ -98,20 +107,25 @@ def measure(result, reference: Path | None = None, dnsmos: bool = False) -> File
             if name in levels.missing:
                 report.missing[key] = levels.missing[name]
     floor_in, floor_out = (report.metrics[f"noise_floor_dbfs_{side}"] for side in ("in", "out"))
-    report.metrics["noise_reduction_db"] = (floor_in - floor_out
+    # A loudness target raises or lowers the whole file, the noise floor with
+    # it: the reduction is counted net of that gain, which is reported too.
+    gain = result.gain_db or 0.0
+    report.metrics["noise_reduction_db"] = (floor_in - floor_out + gain
                                             if None not in (floor_in, floor_out) else None)
+    if result.gain_db is not None:
+        report.metrics["loudness_gain_db"] = result.gain_db
     if report.metrics["noise_reduction_db"] is None:
         report.missing["noise_reduction_db"] = "no noise floor on one side"
     if reference is not None:
         report.reference = str(reference)
         if not reference.is_file():
             reason = f"no reference file {reference}"
-            for column in metric_columns(True)[len(metric_columns(False)):]:
+            for column in _compared(REFERENCE_METRICS):
                 report.metrics[column] = None
                 report.missing[column] = reason
         else:
             scores, missing = reference_scores(reference, result.input, result.output)
-            for column in metric_columns(True)[len(metric_columns(False)):]:
+            for column in _compared(REFERENCE_METRICS):
                 report.metrics[column] = scores.get(column)
             report.missing.update(missing)
     if dnsmos:
@@ -135,17 +149,47 @@ def _add_dnsmos(report: FileReport, before: str, after: str) -> None:
             report.metrics[f"dnsmos_{score}_{side}"] = value
 
 
-def reference_for(source: str, inputs: list[str], reference_dir: Path) -> Path:
-    """The clean file matching ``source``: the same path relative to the
-    input folder it was found in (or the same name, for a file named
-    directly), else a file with the same stem and another audio extension."""
-    source_path = Path(source).resolve()
-    relative = Path(source_path.name)
-    for root in inputs:
-        root_path = Path(root).resolve()
-        if root_path.is_dir() and root_path in source_path.parents:
-            relative = source_path.relative_to(root_path)
-            break
+def examine(result, *, report_dir: Path | None = None, plot: bool = False,
+            reference_dir: Path | None = None, dnsmos: bool = False,
+            title: str = "") -> FileReport:
+    """Measure (and plot) one finished file (an engine ``FileResult``).
+
+    Levels are measured with ``report_dir``, ``reference_dir`` or
+    ``dnsmos``; scores against the clean file at the same relative path
+    under ``reference_dir``; DNSMOS with ``dnsmos``. The plot goes to
+    ``report_dir/plots/<output's relative path>.png``, or without a report
+    beside the output as ``<output name>.png``. A failure here is recorded
+    in ``problem`` and leaves the enhanced file as it is."""
+    clean = reference_for(result.relative, reference_dir) if reference_dir else None
+    record = FileReport.of(result)
+    try:
+        if report_dir is not None or reference_dir is not None or dnsmos:
+            record = measure(result, clean, dnsmos)
+        if plot and result.status == "done":
+            from denoise.engine.plots import plot_file
+
+            record.plot = str(plot_file(result.input, result.output,
+                                        plot_path(result, report_dir), title))
+    except Exception as error:  # noqa: BLE001 - one file's report must not stop the batch
+        record = FileReport.of(result)
+        record.problem = f"could not measure or plot ({type(error).__name__}: {error})"
+    return record
+
+
+def plot_path(result, report_dir: Path | None) -> Path:
+    """Where a file's plot goes: named after the whole output name, so that
+    ``take.wav`` and ``take.flac`` (or ``a/take.wav`` and ``b/take.wav``
+    under a report) never share one picture."""
+    if report_dir is None:
+        output = Path(result.output)
+        return output.with_name(output.name + ".png")
+    return report_dir / "plots" / f"{result.relative}.png"
+
+
+def reference_for(relative: str, reference_dir: Path) -> Path:
+    """The clean file for an output at ``relative`` under the output root:
+    the same relative path under ``reference_dir``, else a file there with
+    the same stem and another audio extension."""
     candidate = reference_dir / relative
     if not candidate.exists() and candidate.parent.is_dir():
         for other in sorted(candidate.parent.glob(f"{candidate.stem}.*")):
@@ -153,14 +197,15 @@ def reference_for(source: str, inputs: list[str], reference_dir: Path) -> Path:
     return candidate
 
 
-def write_reports(folder: Path, reports: list[FileReport], settings: dict) -> dict[str, Path]:
+def write_reports(folder: Path, reports: list[FileReport], settings: dict[str, str],
+                  wall_s: float | None = None) -> dict[str, Path]:
     """``report.json``, ``report.csv`` and ``report.html`` in ``folder``,
-    each written under a temporary name and renamed. Returns their paths."""
+    each written under a temporary name and renamed. ``settings`` are the
+    effective settings as a person reads them (``BatchOptions.describe()``),
+    ``wall_s`` the run's wall-clock time. Returns the files' paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    with_reference = any(report.reference for report in reports)
-    with_dnsmos = any(key.startswith("dnsmos_") for report in reports for key in report.metrics)
-    columns = metric_columns(with_reference, with_dnsmos)
-    summary = summarise(reports, columns)
+    columns = report_columns(reports)
+    summary = summarise(reports, columns, wall_s)
     document = {
         "schema": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -177,22 +222,37 @@ def write_reports(folder: Path, reports: list[FileReport], settings: dict) -> di
     return paths
 
 
-def summarise(reports: list[FileReport], columns: list[str]) -> dict:
-    """Counts, hours of audio, and the mean of every metric over the files
-    that have it."""
+def report_columns(reports: list[FileReport]) -> list[str]:
+    """The metric columns these records have."""
+    return metric_columns(any(report.reference for report in reports),
+                          any(key.startswith("dnsmos_") for report in reports
+                              for key in report.metrics),
+                          any("loudness_gain_db" in report.metrics for report in reports))
+
+
+def summarise(reports: list[FileReport], columns: list[str], wall_s: float | None = None) -> dict:
+    """Counts, audio and processing time, the speed, and the mean of every
+    metric over the files that have it. ``processing_s`` is the run's wall
+    time (as the terminal shows it); ``compute_s`` the files' own
+    processing times added up."""
     done = [report for report in reports if report.status == "done"]
     means = {}
     for column in columns:
         values = [report.metrics.get(column) for report in done]
         values = [value for value in values if isinstance(value, (int, float))]
         means[column] = sum(values) / len(values) if values else None
+    audio_s = sum(report.duration_s or 0 for report in done)
+    compute_s = sum(report.seconds or 0 for report in done)
+    processing_s = wall_s if wall_s is not None else compute_s
     return {
         "files": len(reports),
         "done": len(done),
         "skipped": sum(report.status == "skipped" for report in reports),
         "failed": sum(report.status == "failed" for report in reports),
-        "audio_hours": sum(report.duration_s or 0 for report in done) / 3600,
-        "processing_s": sum(report.seconds or 0 for report in done),
+        "audio_s": audio_s,
+        "processing_s": processing_s,
+        "compute_s": compute_s,
+        "realtime_factor": processing_s / audio_s if audio_s else None,
         "mean": means,
     }
 
@@ -242,7 +302,8 @@ HEADINGS = {
     "duration_s": "duration s", "realtime_factor": "RTF", "peak_dbfs": "peak dBFS",
     "rms_dbfs": "RMS dBFS", "clipped": "clipped", "loudness_lufs": "loudness LUFS",
     "noise_floor_dbfs": "noise floor dBFS", "snr_db": "SNR dB",
-    "noise_reduction_db": "noise reduction dB", "pesq": "PESQ", "stoi": "STOI",
+    "noise_reduction_db": "noise reduction dB", "loudness_gain_db": "loudness gain dB",
+    "pesq": "PESQ", "stoi": "STOI",
     "estoi": "ESTOI", "si_sdr": "SI-SDR dB", "dnsmos_sig": "DNSMOS SIG",
     "dnsmos_bak": "DNSMOS BAK", "dnsmos_ovrl": "DNSMOS OVRL",
 }
@@ -286,22 +347,32 @@ def _heading(column: str) -> str:
     return HEADINGS.get(column, column)
 
 
-def _cell(value, missing: str | None = None) -> str:
+def _cell(value, missing: str | None = None, digits: str = ".2f") -> str:
     if value is None:
         title = html.escape(missing or "not measured")
         return f'<td class="missing" data-value="" title="{title}">–</td>'
-    shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+    shown = f"{value:{digits}}" if isinstance(value, float) else str(value)
     return f'<td data-value="{html.escape(str(value))}">{shown}</td>'
 
 
-def _flat(settings: dict):
-    """``(name, value)`` pairs, nested groups (backend options, finishing)
-    spread out, for one line of text."""
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            yield from _flat(value)
-        else:
-            yield key, value
+def duration_text(seconds: float) -> str:
+    """``42.3 s``, ``3 min 12 s``, ``2 h 05 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def speed_text(realtime_factor: float | None) -> str:
+    """Processing time per audio time, and what that means: ``RTF 0.012
+    (83x faster than real time)``."""
+    if not realtime_factor:
+        return "–"
+    return f"RTF {realtime_factor:.3g} ({1 / realtime_factor:.3g}x faster than real time)" \
+        if realtime_factor < 1 else f"RTF {realtime_factor:.3g} (slower than real time)"
 
 
 def _mean_rows(columns: list[str], means: dict) -> str:
@@ -334,7 +405,7 @@ def _html(folder: Path, reports: list[FileReport], columns: list[str], summary: 
         name = html.escape(Path(report.input).name)
         cells = [f'<td class="name" data-value="{name}"><a href="#f{len(rows)}">{name}</a></td>',
                  f'<td class="name" data-value="{report.status}">{report.status}</td>',
-                 _cell(report.duration_s), _cell(report.realtime_factor)]
+                 _cell(report.duration_s), _cell(report.realtime_factor, digits=".3g")]
         cells += [_cell(report.metrics.get(column), report.missing.get(column))
                   for column in columns]
         rows.append(f'<tr class="{report.status}">{"".join(cells)}</tr>')
@@ -354,18 +425,21 @@ def _html(folder: Path, reports: list[FileReport], columns: list[str], summary: 
         parts.append("</section>")
         sections.append("".join(parts))
     mean_rows = _mean_rows(columns, summary["mean"])
-    setting_text = html.escape(", ".join(f"{key}={value}" for key, value in _flat(settings)))
+    setting_rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
+                           for name, value in settings.items())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>denoise report</title>
 <style>{STYLE}</style></head><body>
 <h1>denoise report</h1>
-<p>{setting_text}</p>
 <table class="summary"><tbody>
 <tr><th>files</th><td>{summary['files']} ({summary['done']} done, {summary['skipped']} skipped,
 {summary['failed']} failed)</td></tr>
-<tr><th>audio</th><td>{summary['audio_hours']:.3f} h</td></tr>
-<tr><th>processing</th><td>{summary['processing_s']:.1f} s</td></tr>
+<tr><th>audio</th><td>{duration_text(summary['audio_s'])}</td></tr>
+<tr><th>processing</th><td>{duration_text(summary['processing_s'])} wall time,
+{speed_text(summary['realtime_factor'])}</td></tr>
 </tbody></table>
+<h2>Settings</h2>
+<table class="summary"><tbody>{setting_rows}</tbody></table>
 <h2>Mean over the files</h2>
 <table class="means"><thead><tr><th></th><th>before</th><th>after</th><th>change</th></tr></thead>
 <tbody>{mean_rows}</tbody></table>

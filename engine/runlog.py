@@ -25,10 +25,12 @@ def settings_key(settings: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def default_path(outputs: list[str]) -> Path | None:
-    """Beside the outputs: in the folder that holds them all."""
-    folders = [os.path.dirname(os.path.abspath(output)) for output in outputs if output != "-"]
-    return Path(os.path.commonpath(folders)) / LOG_NAME if folders else None
+def default_path(jobs) -> Path | None:
+    """In the output root: the ``-o`` folder, or the folder of a single
+    output file (``None`` for standard output). The place does not move when
+    the set of outputs changes, so ``--resume`` finds it again."""
+    roots = {job.output_root for job in jobs} - {None}
+    return next(iter(roots)) / LOG_NAME if roots else None
 
 
 def input_identity(path: str) -> dict:

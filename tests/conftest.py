@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
-
-from denoise.cli.main import app
+from denoise.cli.main import run
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DATA = Path(os.environ.get("DENOISE_BENCH_DATA", REPO.parent / "shared" / "bench-data"))
@@ -40,21 +41,49 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(reference**2) / max(error, 1e-30)))
 
 
-@pytest.fixture
-def cli():
-    """Run ``denoise`` in this process; returns click's result (exit_code, stdout, stderr)."""
-    runner = CliRunner()
+@dataclass
+class Ran:
+    """What one in-process run of ``denoise`` did."""
 
-    def invoke(*args: str, stdin: bytes | None = None):
-        return runner.invoke(app, [str(a) for a in args], input=stdin)
+    exit_code: int
+    stdout: str
+    stderr: str
+    stdout_bytes: bytes
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """Run ``denoise`` in this process, as the console script does, with
+    standard input, output and error captured (neither is a terminal)."""
+
+    def invoke(*args, stdin: bytes | None = None) -> Ran:
+        out, err = io.BytesIO(), io.BytesIO()
+        streams = {"stdin": io.TextIOWrapper(io.BytesIO(stdin or b"")),
+                   "stdout": io.TextIOWrapper(out, write_through=True),
+                   "stderr": io.TextIOWrapper(err, write_through=True)}
+        with monkeypatch.context() as patch:
+            for name, stream in streams.items():
+                patch.setattr(sys, name, stream)
+            code = run([str(a) for a in args])
+            sys.stdout.flush()
+            sys.stderr.flush()
+        return Ran(code, out.getvalue().decode(errors="replace"),
+                   err.getvalue().decode(errors="replace"), out.getvalue())
 
     return invoke
 
 
 @pytest.fixture(scope="session")
 def bench_data() -> Path:
+    """The shared real recordings; a test that needs them is skipped, saying
+    where they were looked for, when they are not there."""
     if not (BENCH_DATA / "manifest.csv").exists():
-        pytest.fail(f"bench data not found at {BENCH_DATA}; set DENOISE_BENCH_DATA")
+        pytest.skip(f"needs the real recordings of shared/bench-data, not found at "
+                    f"{BENCH_DATA} (set DENOISE_BENCH_DATA to their folder)")
     return BENCH_DATA
 
 

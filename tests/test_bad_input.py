@@ -78,14 +78,14 @@ def test_bad_input_gets_one_line_and_batch_goes_on(tmp_path, cli, make_bad):
     assert leftovers == []  # no temporary file; the run log is meant to stay
 
 
-def test_unwritable_output_folder(tmp_path, cli):
-    source = write_audio(tmp_path / "a.wav")
+def test_an_output_folder_under_a_file_is_refused_once_before_the_run(tmp_path, cli):
+    sources = [write_audio(tmp_path / name) for name in ("a.wav", "b.wav")]
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a folder should be")
-    result = cli(source, "-o", blocker / "out", "-j", "1")
-    assert result.exit_code == 1
-    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
-    assert "cannot create output folder" in line and "a.wav" in line
+    result = cli(*sources, "-o", blocker / "out", "-j", "1")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: cannot write to -o {blocker / 'out'}: {blocker} is a file, not a folder"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")

@@ -71,7 +71,7 @@ def test_cuda_batch_run_matches_cpu(tmp_path, backend):
     weights = backend.options.weights
     outputs = {}
     for device in ("cpu", "cuda"):
-        jobs, _ = plan_jobs([str(tmp_path / "in")], str(tmp_path / device))
+        jobs = plan_jobs([str(tmp_path / "in")], str(tmp_path / device)).jobs
         batch = Batch(jobs, BatchOptions(method="demucs", jobs=1, segment_s=2.0, backend_options={
             "weights": weights, "device": device}))
         if device == "cuda":
@@ -88,7 +88,7 @@ def test_each_worker_loads_the_model_once(tmp_path, small_checkpoint):
 
     for index in range(8):
         write_audio(tmp_path / "in" / f"f{index}.wav", frames=16000, seed=index)
-    jobs, _ = plan_jobs([str(tmp_path / "in")], str(tmp_path / "out"))
+    jobs = plan_jobs([str(tmp_path / "in")], str(tmp_path / "out")).jobs
     batch = Batch(jobs, BatchOptions(method="demucs", jobs=2,
                                      backend_options={"weights": small_checkpoint[0]}))
     assert [result.status for result in batch.run()] == ["done"] * 8

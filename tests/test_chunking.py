@@ -7,7 +7,7 @@ import torch
 
 from conftest import snr_db
 from denoise.engine import Batch, BatchOptions, backends, enhance_array, plan_jobs
-from denoise.engine.chunking import OverlapAdd, fade_window, plan_chunks
+from denoise.engine.chunking import OverlapAdd, fade_in_ramp, plan_chunks
 
 
 @pytest.mark.parametrize("total, segment, overlap, align", [
@@ -17,8 +17,10 @@ def test_plan_covers_every_sample_once(total, segment, overlap, align):
     chunks = plan_chunks(total, segment, overlap, context_before=7, context_after=5, align=align)
     weight = np.zeros(total)
     for chunk in chunks:
-        span = chunk.keep_stop - chunk.keep_start
-        weight[chunk.keep_start:chunk.keep_stop] += fade_window(span, chunk.fade_in, chunk.fade_out)
+        window = np.ones(chunk.keep_stop - chunk.keep_start)
+        window[:chunk.fade_in] = fade_in_ramp(chunk.fade_in)
+        window[len(window) - chunk.fade_out:] -= fade_in_ramp(chunk.fade_out)
+        weight[chunk.keep_start:chunk.keep_stop] += window
         assert 0 <= chunk.read_start <= chunk.keep_start < chunk.keep_stop <= chunk.read_stop <= total
         assert chunk.read_start % align == 0
         assert chunk.keep_start - chunk.read_start >= min(7, chunk.keep_start)
@@ -31,13 +33,27 @@ def test_overlap_add_of_unchanged_chunks_is_exact():
     ola, pieces = OverlapAdd(), []
     for chunk in plan_chunks(signal.shape[-1], 700, 120, 0, 0):
         pieces.append(ola.add(chunk, signal[:, chunk.keep_start:chunk.keep_stop].copy()))
-    np.testing.assert_allclose(np.concatenate(pieces, axis=-1), signal, atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate(pieces, axis=-1), signal)
+
+
+def test_overlap_add_cross_fades_chunks_that_differ():
+    """Chunk outputs of 0 and then 1: the seam rises smoothly from one to
+    the other across the overlap, and nowhere else."""
+    chunks = plan_chunks(300, 100, 40, 0, 0)
+    ola = OverlapAdd()
+    out = np.concatenate([ola.add(chunk, np.full((1, chunk.keep_stop - chunk.keep_start),
+                                                 float(chunk.index), dtype=np.float32))
+                          for chunk in chunks], axis=-1)[0]
+    seam = out[100:140]
+    assert np.all(out[:100] == 0) and np.all(out[140:200] == 1)
+    assert np.all(np.diff(seam) > 0) and 0 < seam[0] < 0.01 and 0.99 < seam[-1] < 1
 
 
 class _Gain:
     """A stand-in backend that halves the signal: chunking must not change that."""
 
     name, sample_rate, uses_file_std, segment_s = "half", 8000, False, 30.0
+    compute_s_per_audio_s = 0.001
 
     def context_frames(self, sample_rate):
         return 0, 0
@@ -58,7 +74,7 @@ def test_chunked_file_through_a_resampling_backend(tmp_path, monkeypatch):
     t = np.arange(rate * 5) / rate
     signal = (0.4 * np.sin(2 * np.pi * 330 * t))[:, None].astype(np.float32)
     sf.write(str(tmp_path / "a.wav"), signal, rate, subtype="FLOAT")
-    jobs, _ = plan_jobs([str(tmp_path / "a.wav")], str(tmp_path / "b.wav"))
+    jobs = plan_jobs([str(tmp_path / "a.wav")], str(tmp_path / "b.wav")).jobs
     options = BatchOptions(method="half", jobs=1, segment_s=1.0, overlap_s=0.1)
     assert [r.status for r in Batch(jobs, options).run()] == ["done"]
     out, _ = sf.read(str(tmp_path / "b.wav"), dtype="float32")
@@ -77,7 +93,7 @@ def test_spectral_chunked_run_equals_whole_file_run(tmp_path, bench_data):
     sf.write(str(tmp_path / "noisy.wav"), noisy, rate, subtype="FLOAT")
     whole = enhance_array(noisy, rate, method="spectral")
 
-    jobs, _ = plan_jobs([str(tmp_path / "noisy.wav")], str(tmp_path / "chunked.wav"))
+    jobs = plan_jobs([str(tmp_path / "noisy.wav")], str(tmp_path / "chunked.wav")).jobs
     options = BatchOptions(jobs=1, segment_s=3.0, overlap_s=0.25)
     batch = Batch(jobs, options)
     assert len(batch.files[0].chunks) >= 5

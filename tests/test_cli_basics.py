@@ -105,7 +105,8 @@ def test_json_lines_and_exit_code_for_partial_failure(tmp_path, cli):
     assert good["status"] == "done" and good["duration_s"] == 2.0 and good["error"] is None
     assert good["seconds"] > 0 and 0 < good["realtime_factor"] < 5
     assert good["output"].endswith("out/good.wav")
-    assert bad["status"] == "failed" and "bad.wav" in bad["error"]
+    assert bad["status"] == "failed" and bad["input"].endswith("bad.wav")
+    assert bad["error"] == "not a readable audio file (format not recognised)"
 
 
 def test_dry_run_writes_nothing(tmp_path, cli):

@@ -41,7 +41,7 @@ def test_cluster_run_equals_local_run(tmp_path, cli, scheduler, small_checkpoint
 def test_each_cluster_worker_loads_the_model_once(tmp_path, scheduler, small_checkpoint):
     for index in range(6):
         write_audio(tmp_path / "in" / f"f{index}.wav", frames=32000, seed=index)
-    jobs, _ = plan_jobs([str(tmp_path / "in")], str(tmp_path / "out"))
+    jobs = plan_jobs([str(tmp_path / "in")], str(tmp_path / "out")).jobs
     batch = Batch(jobs, BatchOptions(method="demucs", cluster=scheduler, segment_s=1.0,
                                      backend_options={"weights": small_checkpoint[0]}))
     assert [result.status for result in batch.run()] == ["done"] * 6

@@ -170,7 +170,8 @@ def test_report_run_writes_json_csv_html_and_plots(bench_data, tmp_path, cli):
             link = Path(record[key]).resolve().relative_to(tmp_path.resolve())
             assert link.name in page
         png = Path(record["plot"])
-        assert png.parent == report / "plots" and png.stat().st_size > 10_000
+        relative = Path(record["output"]).relative_to(tmp_path / "out")
+        assert png == report / "plots" / f"{relative}.png" and png.stat().st_size > 10_000
         assert _png_size(png) == (1400, 700)
     for src in __import__("re").findall(r'(?:src|href)="([^"#]+)"', page):
         assert (report / src).exists(), src
@@ -181,5 +182,5 @@ def test_plot_alone_goes_next_to_the_output(tmp_path, cli):
     write_audio(tmp_path / "a.wav", frames=32000)
     result = cli(tmp_path / "a.wav", "-o", tmp_path / "out" / "a.wav", "--plot", "-j", "1")
     assert result.exit_code == 0, result.output
-    assert _png_size(tmp_path / "out" / "a.png") == (1400, 700)
+    assert _png_size(tmp_path / "out" / "a.wav.png") == (1400, 700)
     assert not (tmp_path / "out" / "report.json").exists()

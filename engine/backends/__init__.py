@@ -8,10 +8,11 @@ backend is one module plus one line in :data:`FACTORIES`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 
 class Backend(Protocol):
@@ -22,12 +23,15 @@ class Backend(Protocol):
     the backend needs before and after a chunk for the chunk's output to match
     a whole-file run. ``segment_s`` is the chunk length it prefers: longer
     chunks repeat that context less often and hold more memory.
+    ``compute_s_per_audio_s`` is what one second of one channel costs on one
+    CPU thread, so the batch can tell whether worker processes pay off.
     ``enhance`` maps mono signals ``[N, T] -> [N, T]``.
     """
 
     name: str
     sample_rate: int | None
     segment_s: float
+    compute_s_per_audio_s: float
 
     def context_frames(self, sample_rate: int) -> tuple[int, int]: ...
 
@@ -67,6 +71,15 @@ FACTORIES: dict[str, Callable[[dict], Backend]] = {
 # Backends whose own gain floor is the attenuation limit (``atten_lim_db``
 # among their options); the others get the pipeline's STFT floor.
 OWN_GAIN_FLOOR = frozenset({"spectral"})
+
+
+def default_atten_lim_db(name: str) -> float | None:
+    """The attenuation limit a method uses when none is asked for."""
+    if name == "spectral":
+        from denoise.engine.backends.spectral import SpectralOptions
+
+        return SpectralOptions().atten_lim_db
+    return None
 
 
 def available() -> list[str]:

@@ -1,0 +1,346 @@
+"""Everything the command shows: per-file lines, JSON records, the progress
+bar, tables and the summary. Messages go to standard error; standard output
+carries only JSON records (``--json``) or audio (``-o -``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback as tracebacks
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+if not console.is_terminal:
+    # A log file or a pipe has no width to fit: tables keep their columns.
+    console.width = 1000
+
+
+def error(message: str) -> None:
+    console.print(f"error: {message}", markup=False)
+
+
+def warning(message: str) -> None:
+    console.print(f"warning: {message}", markup=False)
+
+
+def traceback(exception: BaseException) -> None:
+    console.print("".join(tracebacks.format_exception(exception)), markup=False)
+
+
+def exit_code(stop: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C, 128 + the signal for SIGTERM and SIGHUP."""
+    return 128 + getattr(stop, "signum", 2)
+
+
+def flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe has nothing more to take
+            pass
+
+
+@dataclass
+class Tally:
+    """Files by outcome, and the audio of those done."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    planned: int = 0
+    audio_s: float = 0.0
+    skip_reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, result) -> None:
+        setattr(self, result.status, getattr(self, result.status) + 1)
+        if result.status == "done":
+            self.audio_s += result.duration_s or 0.0
+        if result.status == "skipped":
+            self.skip_reasons[result.reason] = self.skip_reasons.get(result.reason, 0) + 1
+
+
+@dataclass
+class Examine:
+    """What to measure and draw after each file (``--report`` and friends)."""
+
+    report: Path | None
+    plot: bool
+    reference: Path | None
+    dnsmos: bool
+    method: str
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.report or self.plot or self.reference or self.dnsmos)
+
+    def record(self, result, view: "View"):
+        from denoise.engine import examine
+
+        record = examine(result, report_dir=self.report, plot=self.plot,
+                         reference_dir=self.reference, dnsmos=self.dnsmos,
+                         title=f"{Path(result.input).name} - {self.method}")
+        if record.problem:
+            view.file_error(result.input, record.problem)
+        return record
+
+
+@dataclass
+class View:
+    quiet: bool
+    verbose: bool
+    json_lines: bool
+    dry_run: bool
+    from_stdin: bool
+
+    @property
+    def chatty(self) -> bool:
+        """Whether lines other than errors go to the terminal."""
+        return not self.quiet and not self.json_lines
+
+    def file_error(self, source: str, cause: str) -> None:
+        error(f"{source}: {cause}")
+
+    def problems(self, problems) -> None:
+        for problem in problems:
+            if self.json_lines:
+                _json({"input": problem.path, "output": None, "status": "failed",
+                       "duration_s": None, "seconds": None, "realtime_factor": None,
+                       "error": problem.cause, "clipped_samples": 0, "reason": None,
+                       "warnings": [], "gain_db": None})
+            else:
+                self.file_error(problem.path, problem.cause)
+
+    def left_out(self, notes: list[str]) -> None:
+        if notes and not self.quiet:
+            console.print(f"not taken: {'; '.join(notes)}", markup=False)
+
+    @contextmanager
+    def progress_bar(self, batch):
+        """A callback for the batch's progress, drawing a bar on a terminal."""
+        if self.quiet or self.dry_run or not console.is_terminal:
+            yield None
+            return
+        bar = Progress(TextColumn("enhancing"), BarColumn(),
+                       TextColumn("{task.fields[files]} files"),
+                       TextColumn("{task.completed:.0f}/{task.total:.0f} s audio"),
+                       TimeRemainingColumn(), console=console, transient=True)
+        with bar:
+            task = bar.add_task("enhancing", total=batch.audio_s_total or None,
+                                files=f"0/{len(batch.files)}")
+            yield lambda p: bar.update(task, completed=p.audio_s_done,
+                                       files=f"{p.files_done}/{p.files_total}")
+
+    def result(self, result) -> None:
+        if self.json_lines:
+            _json(result.to_dict())
+        if result.status == "failed":
+            if not self.json_lines:
+                self.file_error(result.input, result.error)
+            return
+        if self.chatty:
+            for text in result.warnings:
+                warning(f"{result.input}: {text}")
+            if result.clipped_samples:
+                warning(f"{result.output}: {result.clipped_samples} samples clipped at "
+                        "full scale")
+        if self.dry_run and self.chatty:
+            line = (f"would write {result.output}  (from {result.input})"
+                    if result.status == "planned" else
+                    f"would skip {result.input}  ({result.reason})")
+            console.print(line, markup=False)
+        elif self.verbose and not self.json_lines:
+            detail = f"  ({result.reason})" if result.reason else ""
+            if result.status == "done":
+                detail = (f"  ({result.duration_s:.1f} s audio in {result.seconds:.2f} s, "
+                          f"RTF {result.realtime_factor:.3g})")
+            console.print(f"{result.status}: {result.input} -> {result.output}{detail}",
+                          markup=False)
+
+    def interrupted(self, tally: Tally, stop: KeyboardInterrupt) -> int:
+        how = "interrupted" if not getattr(stop, "signum", None) else f"stopped by {stop}"
+        then = "" if self.from_stdin else "; the same command with --resume goes on from here"
+        console.print(f"{how}: {tally.done} files done, {tally.skipped} skipped; unfinished "
+                      f"outputs were removed{then}", markup=False)
+        return exit_code(stop)
+
+    def after_run(self, batch, options, records, examine: Examine, tally: Tally,
+                  wall_s: float) -> None:
+        if batch.runlog is not None and batch.runlog.error and not self.quiet:
+            warning(f"run log {batch.runlog.path} not written ({batch.runlog.error}); "
+                    "--resume cannot use this run")
+        if self.chatty and (examine.report or examine.reference or examine.dnsmos):
+            metrics_table(records)
+        if examine.report is not None:
+            from denoise.engine import write_reports
+
+            paths = write_reports(examine.report, records, options.describe(), wall_s)
+            if self.chatty:
+                console.print(f"report: {paths['html']}", markup=False)
+        if self.chatty:
+            summary(tally, wall_s, self.dry_run)
+
+
+def _json(record: dict) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def summary(tally: Tally, wall_s: float, dry_run: bool) -> None:
+    skipped = ", ".join(f"{count} {reason}" for reason, count in tally.skip_reasons.items())
+    if dry_run:
+        console.print(f"dry run: {tally.planned} files would be written, {tally.skipped} "
+                      f"skipped, {tally.failed} failed", markup=False)
+        return
+    parts = [f"{tally.done} done"]
+    if tally.skipped:
+        parts.append(f"{tally.skipped} skipped ({skipped})")
+    if tally.failed:
+        parts.append(f"{tally.failed} failed")
+    console.print(f"{', '.join(parts)}; {tally.audio_s:.1f} s of audio in {wall_s:.1f} s",
+                  markup=False)
+
+
+def metrics_table(records) -> None:
+    from rich.table import Table
+
+    scored = any(record.reference for record in records)
+    rated = any("dnsmos_ovrl_in" in record.metrics for record in records)
+    gained = any("loudness_gain_db" in record.metrics for record in records)
+    table = Table(title="before -> after", title_justify="left")
+    headings = (["file", "loudness LUFS", "peak dBFS", "noise floor dBFS", "SNR dB",
+                 "noise reduction dB"] + (["loudness gain dB"] if gained else [])
+                + (["PESQ", "STOI"] if scored else []) + (["DNSMOS OVRL"] if rated else []))
+    for heading in headings:
+        table.add_column(heading, justify="left" if heading == "file" else "right")
+    for record in records:
+        if record.status != "done":
+            continue
+        cells = [Path(record.input).name, _pair(record, "loudness_lufs"),
+                 _pair(record, "peak_dbfs"), _pair(record, "noise_floor_dbfs"),
+                 _pair(record, "snr_db"), _one(record.metrics.get("noise_reduction_db"))]
+        if gained:
+            cells.append(_one(record.metrics.get("loudness_gain_db")))
+        if scored:
+            cells += [_pair(record, "pesq", 2), _pair(record, "stoi", 3)]
+        if rated:
+            cells.append(_pair(record, "dnsmos_ovrl", 2))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def _one(value, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _pair(record, name: str, digits: int = 1) -> str:
+    before, after = record.metrics.get(f"{name}_in"), record.metrics.get(f"{name}_out")
+    if before is None and after is None:
+        return "-"
+    return f"{_one(before, digits)} -> {_one(after, digits)}"
+
+
+def self_test() -> int:
+    """Run the installation check; returns the exit code."""
+    from denoise.cli.environment import STACK, installed_version, stack_problem
+
+    problem = stack_problem()
+    if problem is not None:
+        error(problem)
+        return 2
+    from denoise.engine import run_self_test
+
+    versions = ", ".join(f"{name} {installed_version(name)}" for name in STACK)
+    console.print(f"denoise {installed_version('denoise')} (python {sys.version.split()[0]}, "
+                  f"{versions})", markup=False)
+    checks = run_self_test()
+    for check in checks:
+        console.print(f"{'ok' if check.passed else 'FAILED'}  {check.name}: {check.detail}",
+                      markup=False)
+    return 0 if all(check.passed for check in checks) else 1
+
+
+def model_table() -> None:
+    from denoise.engine.backends.demucs import PRETRAINED, cached_path
+
+    print(f"{'model':<13} {'parameters':<11} {'rate':<7} {'causal':<7} {'trained on':<28} cached")
+    for name, model in PRETRAINED.items():
+        path = cached_path(name)
+        print(f"{name:<13} {f'{model.parameters_m} M':<11} {'16 kHz':<7} "
+              f"{'yes' if model.causal else 'no':<7} {model.trained_on:<28} "
+              f"{path if path.exists() else 'no'}")
+
+
+def download(name: str) -> int:
+    """Fetch a pretrained model with a progress bar; returns the exit code."""
+    from denoise.engine.backends.demucs import PRETRAINED, ModelError
+    from denoise.engine.backends.demucs import download as fetch
+
+    if name not in PRETRAINED:
+        error(f"unknown model {name!r}; choose from {', '.join(PRETRAINED)}")
+        return 2
+    bar = Progress(TextColumn(f"downloading {name}"), BarColumn(),
+                   TextColumn("{task.percentage:>3.0f}%"), console=console, transient=True,
+                   disable=not console.is_terminal)
+    with bar if console.is_terminal else nullcontext():
+        task = bar.add_task("download", total=None)
+        try:
+            path = fetch(name, lambda done, total: bar.update(task, completed=done, total=total))
+        except ModelError as refusal:
+            error(str(refusal))
+            return 2
+    console.print(f"{name}: {path}", markup=False)
+    return 0
+
+
+def help_page(command, ctx, examples, exit_codes: dict[int, str]) -> None:
+    """``denoise --help``: usage, description, examples, the options in
+    groups, exit codes. Rendered here rather than by Typer, so that every
+    option shows the metavar it was given (``DB``, ``LUFS``, ``FILE``),
+    flags show none, and examples never wrap inside a command."""
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    out = Console(highlight=False)
+    out.print(Text.assemble(("Usage: ", "bold"), "denoise [OPTIONS] INPUT... -o OUT"))
+    out.print()
+    out.print(command.help, markup=False)
+    out.print()
+    out.print(Text("Examples:", style="bold"))
+    out.print(_grid([(command_line, text) for command_line, text in examples], indent=2))
+    groups: dict[str, list] = {}
+    for param in command.get_params(ctx):
+        groups.setdefault(getattr(param, "rich_help_panel", None) or "Information", []).append(param)
+    for title, params in groups.items():
+        rows = [(_option_label(param), param.help or "") for param in params]
+        out.print(Panel(_grid(rows, bold=True), title=title, title_align="left",
+                        border_style="dim"))
+    out.print(Text("Exit codes:", style="bold"))
+    out.print(_grid([(str(code), meaning) for code, meaning in exit_codes.items()], indent=2))
+
+
+def _grid(rows, indent: int = 0, bold: bool = False):
+    """Two columns: the first never wraps, the second wraps to the width."""
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True, style="bold" if bold else None)
+    table.add_column()
+    for left, right in rows:
+        table.add_row(Text(left), Text(right))
+    return Padding(table, (0, 0, 0, indent))
+
+
+def _option_label(param) -> str:
+    """``-o, --output OUT``; ``INPUT...``; ``-r, --recursive``."""
+    if param.param_type_name == "argument":
+        return param.metavar or param.name.upper()
+    names = sorted(param.opts, key=len)
+    metavar = "" if getattr(param, "is_flag", False) else f" {param.metavar or 'VALUE'}"
+    return ", ".join(names) + metavar

@@ -1,0 +1,35 @@
+"""The values the engine's settings take: methods, channel modes, publishing
+presets, clipping policies, the pretrained models.
+
+Light to import (no torch, no numpy), so that the command line can offer
+them in ``--help`` and check them before the numeric stack is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from denoise.engine.backends import FACTORIES
+
+METHODS = tuple(FACTORIES)
+CHANNEL_MODES = ("each", "mix", "linked")
+CLIP_MODES = ("limit", "report", "error")
+PRETRAINED_MODELS = ("dns48", "dns64", "master64", "valentini_nc")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A publishing target: loudness for stereo and for mono files, and the
+    true-peak ceiling."""
+
+    stereo_lufs: float
+    mono_lufs: float
+    true_peak_dbtp: float
+
+
+# Podcasts: -16 LUFS stereo / -19 mono, -1 dBTP (AES TD1004, Apple and
+# Spotify's podcast guidance); broadcast: EBU R128, -23 LUFS, -1 dBTP.
+PRESETS = {
+    "podcast": Preset(-16.0, -19.0, -1.0),
+    "broadcast": Preset(-23.0, -23.0, -1.0),
+}
