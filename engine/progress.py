@@ -21,11 +21,14 @@ def progress_bar(**tqdm_options) -> Iterator[Callable]:
     audio done out of the total, and files done; closed on leaving."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(desc="enhancing", unit="s", bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s "
-               "audio [{elapsed}<{remaining}{postfix}]", **tqdm_options)
+    bars = []  # made at the first report, when the total is known
 
     def show(progress) -> None:
-        bar.total = progress.audio_s_total
+        if not bars:
+            bars.append(tqdm(desc="enhancing", total=progress.audio_s_total, unit="s",
+                             bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s audio "
+                                        "[{elapsed}<{remaining}{postfix}]", **tqdm_options))
+        bar = bars[0]
         bar.n = progress.audio_s_done
         bar.set_postfix_str(f"{progress.files_done}/{progress.files_total} files", refresh=False)
         bar.refresh()
@@ -33,4 +36,5 @@ def progress_bar(**tqdm_options) -> Iterator[Callable]:
     try:
         yield show
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
