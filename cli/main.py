@@ -22,7 +22,8 @@ from denoise.engine.errors import DenoiseError
 
 EXIT_CODES = {0: "every file done or skipped", 1: "some files failed (the others were done)",
               2: "usage error, or an install that cannot work", 3: "internal error (a bug)",
-              130: "interrupted (Ctrl-C)", 129: "hung up (SIGHUP)", 143: "terminated (SIGTERM)"}
+              130: "interrupted (Ctrl-C)", 129: "hung up (SIGHUP)", 143: "terminated (SIGTERM)",
+              141: "the reader of standard output went away (SIGPIPE)"}
 HELP = ("Enhance speech in recordings: remove background noise. Files and folders in, "
         "enhanced files out, with the same names, rates, channels, lengths and formats.")
 EXAMPLES = (("denoise in/ -o out/ -r", "a folder tree, mirrored in out/"),
@@ -319,6 +320,10 @@ def _run(inputs, output, recursive, pattern, overwrite, options, view, examine) 
         if batch is not None:
             batch.close()
         return view.interrupted(tally, stop)
+    except BrokenPipeError:  # '-o -' into a reader that stopped (| head): say nothing more
+        batch.close()
+        present.silence_stdout()
+        return 128 + signal.SIGPIPE
     view.after_run(batch, options, records, examine, tally, time.perf_counter() - started)
     return 1 if tally.failed else 0
 
@@ -385,7 +390,8 @@ def _unexpected(error: Exception, argv: list[str]) -> int:
     is a bug: one line, the traceback in a file (and on screen with -v)."""
     click_error = getattr(error, "exit_code", None)
     if click_error is not None and hasattr(error, "format_message"):
-        present.error(f"{error.format_message()} (see denoise --help)")
+        if error.format_message():  # empty after 'denoise' alone: the help was the answer
+            present.error(f"{error.format_message()} (see denoise --help)")
         return click_error
     path = save_traceback(error)
     where = f"the traceback is in {path}" if path else "run again with -v for the traceback"

@@ -37,6 +37,17 @@ def exit_code(stop: KeyboardInterrupt) -> int:
     return 128 + getattr(stop, "signum", 2)
 
 
+def silence_stdout() -> None:
+    """Point standard output at /dev/null: its reader is gone, and the
+    interpreter's own flush at exit must not fail on it."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file descriptor (tests)
+        pass
+
+
 def flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -386,6 +386,8 @@ class Batch:
             state.writer = None
         except FileError as error:
             return self._fail(state, _cause(state.job, error))
+        except BrokenPipeError:  # the reader of '-o -' went away: no file's fault
+            raise
         except OSError as error:
             return self._fail(state, f"{state.job.output}: write failed "
                                      f"({error.strerror or error})")

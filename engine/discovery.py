@@ -160,6 +160,10 @@ def plan_jobs(inputs: list[str], output: str, *, recursive: bool = False,
     if to_file and output != STDIO and out.suffix.lower() not in SUFFIX_FORMATS:
         raise UsageError(f"cannot write {out.suffix} files; name the output with one of "
                          f"{' '.join(sorted(set(SUFFIX_FORMATS)))}")
+    if not to_file and not out.is_dir() and out.suffix.lower() in AUDIO_SUFFIXES | UNREAD_MEDIA_SUFFIXES:
+        several = f"{len(inputs)} inputs need" if len(inputs) > 1 else "a folder input needs"
+        raise UsageError(f"-o {out} is named like a file, but {several} an output folder; "
+                         "name a folder, or give one input file")
     if output != STDIO:
         check_writable(out, to_file)
 

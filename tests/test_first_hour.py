@@ -362,3 +362,31 @@ def test_ctrl_c_on_standard_input_does_not_suggest_resume(tmp_path):
     assert process.returncode == 130, stderr
     assert b"interrupted" in stderr and b"--resume" not in stderr and b"Traceback" not in stderr
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("denoise-stdin-*"))
+
+
+def test_a_reader_that_stops_early_ends_the_run_quietly(tmp_path):
+    write_audio(tmp_path / "a.wav", frames=16000 * 20)
+    process = subprocess.Popen(CLI + [str(tmp_path / "a.wav"), "-o", "-"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(process.stdout.read(100)) == 100  # as `| head -c 100` does
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141
+    assert stderr == ""
+
+
+def test_several_inputs_into_a_file_name_are_refused(tmp_path, cli):
+    for name in ("a.wav", "b.wav"):
+        write_audio(tmp_path / name)
+    result = cli(tmp_path / "a.wav", tmp_path / "b.wav", "-o", tmp_path / "both.wav")
+    assert result.exit_code == 2
+    assert _errors(result) == [f"error: -o {tmp_path / 'both.wav'} is named like a file, but 2 "
+                               "inputs need an output folder; name a folder, or give one input "
+                               "file"]
+    assert not (tmp_path / "both.wav").exists()
+
+
+def test_denoise_alone_shows_the_help(cli):
+    result = cli()
+    assert result.exit_code == 2
+    assert result.stdout.startswith("Usage: denoise") and result.stderr == ""
