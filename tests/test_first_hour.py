@@ -352,16 +352,21 @@ def test_json_records_say_null_for_what_was_not_measured(tmp_path, cli):
 
 
 def test_ctrl_c_on_standard_input_does_not_suggest_resume(tmp_path):
+    spool = tmp_path / "tmp"
+    spool.mkdir()
     process = subprocess.Popen(CLI + ["-", "-o", str(tmp_path / "out")], stdin=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+                               stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(spool)})
     process.stdin.write(b"RIFF")  # a producer that has not finished
     process.stdin.flush()
-    time.sleep(3)
+    deadline = time.monotonic() + 120
+    while not list(spool.glob("denoise-stdin-*")):  # reading standard input now
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert b"interrupted" in stderr and b"--resume" not in stderr and b"Traceback" not in stderr
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("denoise-stdin-*"))
+    assert list(spool.iterdir()) == []
 
 
 def test_a_reader_that_stops_early_ends_the_run_quietly(tmp_path):
