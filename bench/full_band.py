@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -31,6 +30,8 @@ if str(REPO_ROOT) not in sys.path:
 
 from bench.pairs import default_bench_data, load_mono, mix_at_snr  # noqa: E402
 from denoise.engine import Batch, BatchOptions, backends, plan_jobs  # noqa: E402
+from denoise.engine.dsp import resample  # noqa: E402
+from denoise.engine.metrics import pesq_score, stoi_score  # noqa: E402
 
 BANDS_HZ = ((4000, 6000), (6000, 7200), (7200, 8000), (8000, 12000), (12000, 24000))
 
@@ -49,7 +50,7 @@ class BandProbe:
         self.clean = None
         if options.get("clean"):
             clean, rate = sf.read(options["clean"], dtype="float32")
-            self.clean = AF.resample(torch.from_numpy(clean), rate, 16000)
+            self.clean = resample(torch.from_numpy(clean), rate, 16000)
 
     def context_frames(self, sample_rate: int) -> tuple[int, int]:
         return 0, 0
@@ -103,14 +104,8 @@ def noisy_pair(bench_data: Path, folder: Path) -> int:
 
 def scores_16k(clean: np.ndarray, signal: np.ndarray, rate: int) -> tuple[float, float]:
     """PESQ (wide-band) and STOI of ``signal`` against ``clean``, at 16 kHz."""
-    from pesq import pesq
-    from pystoi import stoi
-
-    def at_16k(x):
-        return AF.resample(torch.from_numpy(x), rate, 16000).numpy().astype(np.float64)
-
-    reference = at_16k(clean)
-    return pesq(16000, reference, at_16k(signal), "wb"), stoi(reference, at_16k(signal), 16000)
+    reference, estimate = (resample(x.astype(np.float64), rate, 16000) for x in (clean, signal))
+    return pesq_score(reference, estimate, 16000), stoi_score(reference, estimate, 16000)
 
 
 def main() -> None:

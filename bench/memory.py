@@ -61,11 +61,10 @@ class Run:
 
 def noisy_block() -> np.ndarray:
     """BLOCK_S seconds of stereo noisy speech at RATE, as int16 [frames, channels]."""
-    import torch
-    import torchaudio.functional as AF
+    from denoise.engine.dsp import resample
 
     speech, rate = sf.read(SPEECH, dtype="float32", always_2d=True)
-    speech = AF.resample(torch.from_numpy(speech[:, 0]), rate, RATE).numpy()
+    speech = resample(speech[:, 0], rate, RATE)
     frames = BLOCK_S * RATE
     speech = np.resize(speech, frames)  # tiles the utterance
     rng = np.random.default_rng(0)

@@ -26,8 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
+
+from denoise.engine.dsp import resample
 
 SAMPLE_RATE = 16000
 SNRS_DB = (0.0, 5.0, 10.0)
@@ -110,8 +110,7 @@ def load_mono(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     audio, file_rate = sf.read(path, dtype="float32", always_2d=True)
     mono = audio.mean(axis=1)
     if file_rate != sample_rate:
-        resampled = AF.resample(torch.from_numpy(mono), file_rate, sample_rate)
-        mono = resampled.numpy()
+        mono = resample(mono, file_rate, sample_rate)
     mono.setflags(write=False)
     return mono
 

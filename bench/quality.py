@@ -26,8 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pesq
-import pystoi
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +33,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # `engine` and `bench` without installing
 
 from bench.pairs import Pair, build_pairs, default_bench_data  # noqa: E402
+from denoise.engine.metrics import pesq_score, si_sdr, stoi_score  # noqa: E402
 
 Enhancer = Callable[[np.ndarray, int], np.ndarray]
 
@@ -111,27 +110,11 @@ def fit_length(x: np.ndarray, length: int) -> np.ndarray:
     return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, length - x.shape[-1])])
 
 
-def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Scale-invariant SDR in dB: the estimate's energy along the (zero-mean)
-    reference against the energy of everything else."""
-    reference = reference.astype(np.float64) - reference.mean()
-    estimate = estimate.astype(np.float64) - estimate.mean()
-    eps = np.finfo(np.float64).eps
-    target = (estimate @ reference) / (reference @ reference + eps) * reference
-    residual = estimate - target
-    return float(10 * np.log10((target @ target + eps) / (residual @ residual + eps)))
-
-
 def pesq_wb(reference: np.ndarray, degraded: np.ndarray, sample_rate: int) -> float:
-    """Wide-band PESQ, or NaN when PESQ fails on the input.
-
-    PESQ raises PesqError subclasses (e.g. no utterance found) and ValueError
-    (e.g. on an all-zero output); one bad output should not end the whole run.
-    """
-    try:
-        return float(pesq.pesq(sample_rate, reference, degraded, "wb"))
-    except (pesq.PesqError, ValueError):
-        return math.nan
+    """Wide-band PESQ, or NaN where PESQ finds no speech (one bad output
+    must not end the whole run)."""
+    score = pesq_score(reference, degraded, sample_rate)
+    return math.nan if score is None else score
 
 
 def timed(enhance: Enhancer, x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
@@ -155,8 +138,8 @@ def score_pair(method: str, enhance: Enhancer, pair: Pair) -> Score:
         duration_s=len(pair.noisy) / rate,
         seconds=seconds,
         pesq_wb=pesq_wb(pair.clean, enhanced, rate),
-        stoi=float(pystoi.stoi(pair.clean, enhanced, rate, extended=False)),
-        estoi=float(pystoi.stoi(pair.clean, enhanced, rate, extended=True)),
+        stoi=stoi_score(pair.clean, enhanced, rate),
+        estoi=stoi_score(pair.clean, enhanced, rate, extended=True),
         si_sdr_db=si_sdr(pair.clean, enhanced),
     )
 

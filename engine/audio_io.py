@@ -159,14 +159,13 @@ def channel_std(path: Path, info: AudioInfo, mix: bool = False,
 def read_noise_file(path: Path, sample_rate: int, max_s: float = 60.0):
     """Up to ``max_s`` of a noise recording, mono, at ``sample_rate`` (torch)."""
     import torch
-    import torchaudio.functional as AF
+
+    from denoise.engine.dsp import resample
 
     info = probe(Path(path))
     frames = min(info.frames, round(max_s * info.sample_rate))
     noise = torch.from_numpy(read_frames(Path(path), 0, frames).mean(axis=0))
-    if info.sample_rate != sample_rate:
-        noise = AF.resample(noise, info.sample_rate, sample_rate)
-    return noise
+    return resample(noise, info.sample_rate, sample_rate)
 
 
 SUFFIX_FORMATS = {".wav": "WAV", ".wave": "WAV", ".flac": "FLAC", ".ogg": "OGG",

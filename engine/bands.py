@@ -8,7 +8,7 @@
 - :func:`extend_band`: the full band back for a backend that works at a
   lower rate than the file (DEMUCS at 16 kHz on 44.1/48 kHz files).
 
-Both work on an STFT of about 32 ms frames with 75 % overlap at the file's
+All work on an STFT of :func:`~denoise.engine.dsp.frame_length` frames with 75 % overlap at the file's
 rate, on whole chunks (with the chunk's context, so frames at its edges are
 discarded with the context).
 """
@@ -20,7 +20,8 @@ import math
 import numpy as np
 import torch
 
-FRAME_S = 0.032
+from denoise.engine.dsp import frame_length, resample
+
 # Projections back onto a consistent STFT: modifying bins and resynthesising
 # smears the change a little into neighbouring frames; re-imposing the floor
 # on the resynthesised signal's own STFT a few times removes most of that.
@@ -35,11 +36,6 @@ CROSSOVER_HZ = (7200.0, 8000.0)
 GUIDE_HZ = (4500.0, 6500.0)
 GAIN_SMOOTHING_FRAMES = 5  # 40 ms at a 8 ms hop: follows syllables, not noise bursts
 
-
-
-def frame_length(rate: int) -> int:
-    """The STFT size: the power of two nearest 32 ms."""
-    return 1 << round(math.log2(FRAME_S * rate))
 
 
 def stft(signal: torch.Tensor, rate: int) -> torch.Tensor:
@@ -130,10 +126,8 @@ def _round_trip_response(rate: int, band_rate: int) -> torch.Tensor:
     impulse would not do), floored at -12 dB so nothing is boosted more."""
     key = (rate, band_rate)
     if key not in _responses:
-        import torchaudio.functional as AF
-
         noise = torch.randn(4 * rate, generator=torch.Generator().manual_seed(0))[None]
-        round_trip = AF.resample(AF.resample(noise, rate, band_rate), band_rate, rate)
+        round_trip = resample(resample(noise, rate, band_rate), band_rate, rate)
         power = stft(round_trip, rate).abs().square().mean(dim=-1)
         reference = stft(noise, rate).abs().square().mean(dim=-1)
         _responses[key] = (power / reference)[0].sqrt().clamp(min=0.25)

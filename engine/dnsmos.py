@@ -115,10 +115,6 @@ def _windows(path: str | Path) -> Iterator[np.ndarray]:
 
 
 def _mono_16k(data: np.ndarray, rate: int) -> np.ndarray:
-    mono = data.mean(axis=1)
-    if rate == RATE:
-        return mono
-    import torch
-    import torchaudio.functional as AF
+    from denoise.engine.dsp import resample
 
-    return AF.resample(torch.from_numpy(mono), rate, RATE).numpy()
+    return resample(data.mean(axis=1), rate, RATE)

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 
 from denoise.engine.audio_io import FLOAT_SUBTYPES, AtomicWriter, read_frames
 from denoise.engine.choices import CLIP_MODES, PRESETS
+from denoise.engine.dsp import FULL_SCALE, resample
 from denoise.engine.errors import FileError
 from denoise.engine.metrics import measure_file
 
@@ -46,7 +46,6 @@ FILTER_MARGIN = 64
 SAFETY_DB = 0.05
 LOUDNESS_TOLERANCE_LU = 0.2
 LOUDNESS_ATTEMPTS = 4
-FULL_SCALE = 1.0 - 1.0 / 32768  # the largest 16-bit sample
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ class Finishing:
 def true_peak(block: np.ndarray) -> np.ndarray:
     """Per sample of ``[C, T]``: the largest magnitude over the channels and
     the 4x oversampled points from that sample to the next, ``[T]``."""
-    upsampled = AF.resample(torch.from_numpy(np.ascontiguousarray(block)), 1, OVERSAMPLE)
+    upsampled = resample(torch.from_numpy(np.ascontiguousarray(block)), 1, OVERSAMPLE)
     magnitude = upsampled.abs().amax(dim=0).numpy()
     length = block.shape[1]
     return magnitude[: length * OVERSAMPLE].reshape(length, OVERSAMPLE).max(axis=1)

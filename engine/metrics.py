@@ -1,9 +1,14 @@
-"""Per-file measurements: levels, loudness, noise floor, and with a clean
-reference PESQ, STOI, ESTOI and SI-SDR.
+"""Measurements: levels, loudness, noise floor; and, against a clean
+reference, PESQ, STOI, ESTOI and SI-SDR.
 
-Levels are read from the files in blocks, so a 2-hour file costs a few MB.
-A value that cannot be computed is ``None`` with a reason in
+Levels are accumulated block by block (:class:`LevelMeter`), so a file is
+measured while it is read or written for another reason, and a 2-hour file
+costs a few MB. A value that cannot be computed is ``None`` with a reason in
 ``missing[name]``, never a made-up number.
+
+The reference scores are the one implementation the engine, the tests and
+the bench all use: scores take ``(reference, estimate)`` in that order, as
+PESQ and STOI do.
 """
 
 from __future__ import annotations
@@ -17,19 +22,24 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from denoise.engine.dsp import FULL_SCALE, power_db, resample
+
 BLOCK_S = 30.0
 KWEIGHT_PREROLL_S = 1.0  # the K-weighting filters forget their start within ms
-FRAME_S = 0.02
+LEVEL_FRAME_S = 0.02
 NOISE_PERCENTILE = 10
 SPEECH_PERCENTILE = 95
 SILENCE_DBFS = -120.0
-CLIP_LEVEL = 1.0 - 1.0 / 32768  # full scale of 16-bit PCM; floats at or above it clip there
+SINE_CREST_DB = 3.0103  # a full-scale sine's RMS reads 0 dBFS (AES17)
+GATE_S = 0.4  # BS.1770 gating block
+STEP_S = 0.1  # and its step (75 % overlap)
+LEVEL_NAMES = ("peak_dbfs", "rms_dbfs", "loudness_lufs", "noise_floor_dbfs", "snr_db")
 
 
 @dataclass
 class Levels:
     """What one pass over a file measures. Levels in dBFS (a full-scale
-    sine's peak is 0 dBFS), loudness in LUFS (ITU-R BS.1770-4)."""
+    sine's peak and RMS are 0 dBFS), loudness in LUFS (ITU-R BS.1770-4)."""
 
     peak_dbfs: float | None = None
     rms_dbfs: float | None = None
@@ -40,122 +50,155 @@ class Levels:
     missing: dict[str, str] = field(default_factory=dict)
 
 
-def _db(power: float) -> float:
-    return 10 * math.log10(power) if power > 0 else -math.inf
-
-
-def measure_file(path: str | Path) -> Levels:
-    """Peak, RMS, clipped samples, integrated loudness and the noise floor
-    and SNR estimate of an audio file, reading it in blocks.
+class LevelMeter:
+    """Levels of a signal given in order, block by block (``[T, C]``).
 
     The noise floor is the 10th percentile of 20 ms frame levels (of the
     channels' mean power), the speech level the 95th; their difference is
-    the SNR estimate: it needs no reference, and it is what a listener
-    hears as "how far the voice stands above the background".
+    the SNR estimate: it needs no reference, and it is what a listener hears
+    as "how far the voice stands above the background". Loudness is
+    integrated from K-weighted energies per 100 ms step (the K-weighting runs
+    on each block with the previous second as pre-roll).
     """
+
+    def __init__(self, sample_rate: int, channels: int):
+        self.sample_rate, self.channels = sample_rate, channels
+        self.frame = max(1, round(LEVEL_FRAME_S * sample_rate))
+        self.preroll = round(KWEIGHT_PREROLL_S * sample_rate)
+        self.step = round(STEP_S * sample_rate)
+        self.frames = 0
+        self.peak, self.total_power, self.clipped = 0.0, 0.0, 0
+        self.frame_power: list[np.ndarray] = []
+        self.step_energy: list[np.ndarray] = []  # K-weighted sums per step, per channel
+        self.tail = np.zeros((0, channels), dtype=np.float32)  # the K-weighting pre-roll
+        self.pending_frame = np.zeros((0, channels), dtype=np.float32)
+        self.pending_step = np.zeros((channels, 0), dtype=np.float64)
+
+    def add(self, block: np.ndarray) -> None:
+        """The next ``[T, C]`` samples."""
+        self.frames += len(block)
+        magnitude = np.abs(block)
+        self.peak = max(self.peak, float(magnitude.max(initial=0.0)))
+        self.clipped += int((magnitude >= FULL_SCALE).sum())
+        self.total_power += float(np.square(block, dtype=np.float64).sum())
+        joined = np.concatenate([self.pending_frame, block])
+        usable = len(joined) // self.frame * self.frame
+        self.frame_power.append(np.square(joined[:usable]).reshape(-1, self.frame, self.channels)
+                                .mean(axis=(1, 2)))
+        self.pending_frame = joined[usable:]
+        weighted = k_weighted(np.concatenate([self.tail, block]), self.sample_rate)
+        weighted = weighted[:, len(self.tail):]
+        self.tail = np.concatenate([self.tail, block])[-self.preroll:]
+        squares = np.concatenate([self.pending_step, np.square(weighted, dtype=np.float64)], axis=1)
+        usable = squares.shape[1] // self.step * self.step
+        self.step_energy.append(squares[:, :usable].reshape(self.channels, -1, self.step)
+                                .sum(axis=2))
+        self.pending_step = squares[:, usable:]
+
+    def levels(self) -> Levels:
+        levels = Levels(clipped=self.clipped)
+        if self.frames == 0 or self.peak == 0:
+            reason = "empty file" if self.frames == 0 else "silent"
+            levels.missing.update({name: reason for name in LEVEL_NAMES})
+            return levels
+        levels.peak_dbfs = 20 * math.log10(self.peak)
+        levels.rms_dbfs = power_db(self.total_power / (self.frames * self.channels)) + SINE_CREST_DB
+        _noise_and_snr(levels, np.concatenate(self.frame_power))
+        levels.loudness_lufs, reason = integrated_loudness(
+            np.concatenate(self.step_energy, axis=1), round(GATE_S / STEP_S), self.step)
+        if reason:
+            levels.missing["loudness_lufs"] = reason
+        return levels
+
+
+def measure_file(path: str | Path) -> Levels:
+    """The levels of an audio file, read in blocks."""
     with sf.SoundFile(str(path)) as audio:
-        rate, channels, frames = audio.samplerate, audio.channels, audio.frames
-        block = max(1, round(BLOCK_S * rate))
-        frame = max(1, round(FRAME_S * rate))
-        preroll = round(KWEIGHT_PREROLL_S * rate)
-        gate = round(0.4 * rate)
-        step = round(gate * 0.25)
-        peak, total_power, clipped = 0.0, 0.0, 0
-        frame_power: list[np.ndarray] = []
-        step_energy: list[np.ndarray] = []  # K-weighted sums per 100 ms, per channel
-        tail = np.zeros((0, channels), dtype=np.float32)  # the K-weighting pre-roll
-        pending_frame = np.zeros((0, channels), dtype=np.float32)
-        pending_step = np.zeros((channels, 0), dtype=np.float64)
-        for data in audio.blocks(blocksize=block, dtype="float32", always_2d=True):
-            magnitude = np.abs(data)
-            peak = max(peak, float(magnitude.max(initial=0.0)))
-            clipped += int((magnitude >= CLIP_LEVEL).sum())
-            total_power += float(np.square(data, dtype=np.float64).sum())
-            joined = np.concatenate([pending_frame, data])
-            usable = len(joined) // frame * frame
-            frame_power.append(np.square(joined[:usable]).reshape(-1, frame, channels)
-                               .mean(axis=(1, 2)))
-            pending_frame = joined[usable:]
-            weighted = _k_weighted(np.concatenate([tail, data]), rate)[:, len(tail):]
-            tail = data[-preroll:] if len(data) >= preroll else \
-                np.concatenate([tail, data])[-preroll:]
-            squares = np.concatenate([pending_step, np.square(weighted, dtype=np.float64)], axis=1)
-            usable = squares.shape[1] // step * step
-            step_energy.append(squares[:, :usable].reshape(channels, -1, step).sum(axis=2))
-            pending_step = squares[:, usable:]
-    levels = Levels(clipped=clipped)
-    if frames == 0:
-        levels.missing.update({name: "empty file" for name in
-                               ("peak_dbfs", "rms_dbfs", "loudness_lufs", "noise_floor_dbfs",
-                                "snr_db")})
-        return levels
-    mean_power = total_power / (frames * channels)
-    if peak == 0:
-        levels.missing.update({name: "silent" for name in
-                               ("peak_dbfs", "rms_dbfs", "loudness_lufs", "noise_floor_dbfs",
-                                "snr_db")})
-        return levels
-    levels.peak_dbfs = 20 * math.log10(peak)
-    levels.rms_dbfs = _db(mean_power) + 3.0103  # so that a full-scale sine reads 0 dBFS
-    _noise_and_snr(levels, np.concatenate(frame_power))
-    _loudness(levels, np.concatenate(step_energy, axis=1), gate, step)
-    return levels
+        meter = LevelMeter(audio.samplerate, audio.channels)
+        for block in audio.blocks(blocksize=max(1, round(BLOCK_S * audio.samplerate)),
+                                  dtype="float32", always_2d=True):
+            meter.add(block)
+    return meter.levels()
 
 
-def _k_weighted(data: np.ndarray, rate: int) -> np.ndarray:
+def k_weighted(data: np.ndarray, sample_rate: int) -> np.ndarray:
     """BS.1770's K-weighting (torchaudio's two biquads), ``[T, C] -> [C, T]``."""
     x = torch.from_numpy(np.ascontiguousarray(data.T))
-    x = AF.treble_biquad(x, rate, 4.0, 1500.0, 1 / math.sqrt(2))
-    return AF.highpass_biquad(x, rate, 38.0, 0.5).numpy()
+    x = AF.treble_biquad(x, sample_rate, 4.0, 1500.0, 1 / math.sqrt(2))
+    return AF.highpass_biquad(x, sample_rate, 38.0, 0.5).numpy()
 
 
 def _noise_and_snr(levels: Levels, frame_power: np.ndarray) -> None:
     if len(frame_power) < 10:
-        reason = f"shorter than {10 * FRAME_S:.1f} s"
+        reason = f"shorter than {10 * LEVEL_FRAME_S:.1f} s"
         levels.missing.update(noise_floor_dbfs=reason, snr_db=reason)
         return
-    decibels = 10 * np.log10(np.maximum(frame_power, 10 ** (SILENCE_DBFS / 10))) + 3.0103
+    decibels = 10 * np.log10(np.maximum(frame_power, 10 ** (SILENCE_DBFS / 10))) + SINE_CREST_DB
     noise = float(np.percentile(decibels, NOISE_PERCENTILE))
     levels.noise_floor_dbfs = noise
     levels.snr_db = float(np.percentile(decibels, SPEECH_PERCENTILE)) - noise
 
 
-def _loudness(levels: Levels, step_energy: np.ndarray, gate: int, step: int) -> None:
-    """Integrated loudness from K-weighted energies per 100 ms step: 400 ms
-    blocks overlapping by 75 %, absolute gate at -70 LUFS, relative gate 10 LU
-    below the absolutely gated loudness (BS.1770-4, as torchaudio computes it)."""
+def integrated_loudness(step_energy: np.ndarray, steps_per_block: int,
+                        step: int) -> tuple[float | None, str | None]:
+    """Integrated loudness from K-weighted energies per step ``[C, steps]``:
+    400 ms blocks overlapping by 75 %, absolute gate at -70 LUFS, relative
+    gate 10 LU below the absolutely gated loudness (BS.1770-4, as torchaudio
+    computes it). Returns the loudness, or ``None`` and why."""
     channels = step_energy.shape[0]
     if channels > 5:
-        levels.missing["loudness_lufs"] = f"BS.1770 covers up to 5 channels, not {channels}"
-        return
-    steps_per_block = round(gate / step)
+        return None, f"BS.1770 covers up to 5 channels, not {channels}"
     count = step_energy.shape[1] - steps_per_block + 1
     if count < 1:
-        levels.missing["loudness_lufs"] = "shorter than the 400 ms gating block"
-        return
+        return None, "shorter than the 400 ms gating block"
     cumulative = np.concatenate([np.zeros((channels, 1)), np.cumsum(step_energy, axis=1)], axis=1)
-    energy = (cumulative[:, steps_per_block:] - cumulative[:, :count]) / gate  # [C, blocks]
+    energy = (cumulative[:, steps_per_block:] - cumulative[:, :count]) / (steps_per_block * step)
     weights = np.array([1.0, 1.0, 1.0, 1.41, 1.41])[:channels, None]
     with np.errstate(divide="ignore"):
         block_loudness = -0.691 + 10 * np.log10((weights * energy).sum(axis=0))
     gated = block_loudness > -70.0
     if not gated.any():
-        levels.missing["loudness_lufs"] = "below the -70 LUFS absolute gate"
-        return
-    relative = -0.691 + _db(float((weights[:, 0] * energy[:, gated].mean(axis=1)).sum())) - 10
+        return None, "below the -70 LUFS absolute gate"
+    relative = -0.691 + power_db(float((weights[:, 0] * energy[:, gated].mean(axis=1)).sum())) - 10
     gated &= block_loudness > relative
-    levels.loudness_lufs = -0.691 + _db(float((weights[:, 0] * energy[:, gated].mean(axis=1)).sum()))
+    return -0.691 + power_db(float((weights[:, 0] * energy[:, gated].mean(axis=1)).sum())), None
 
 
 REFERENCE_METRICS = ("pesq", "stoi", "estoi", "si_sdr")
 
 
-def si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
-    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al. 2019)."""
-    estimate = estimate - estimate.mean()
-    reference = reference - reference.mean()
+def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """Scale-invariant signal-to-distortion ratio of ``estimate`` in dB (Le
+    Roux et al. 2019): its energy along the zero-mean reference against the
+    energy of everything else (infinite for a scaled copy)."""
+    reference = reference.astype(np.float64) - reference.mean()
+    estimate = estimate.astype(np.float64) - estimate.mean()
     target = reference * (estimate @ reference) / (reference @ reference)
-    return _db(float(target @ target)) - _db(float((estimate - target) @ (estimate - target)))
+    return power_db(float(target @ target)) - power_db(float((estimate - target) @ (estimate - target)))
+
+
+def pesq_score(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float | None:
+    """PESQ (ITU-T P.862.2 wide-band at 16 kHz, resampling as needed;
+    P.862 narrow-band for 8 kHz signals), or ``None`` where PESQ finds no
+    speech. Needs ``pesq`` (``pip install 'denoise[metrics]'``)."""
+    from pesq import PesqError, pesq
+
+    mode, rate = ("nb", 8000) if sample_rate == 8000 else ("wb", 16000)
+    reference, estimate = (resample(np.asarray(signal, dtype=np.float64), sample_rate, rate)
+                           for signal in (reference, estimate))
+    try:
+        return float(pesq(rate, reference, estimate, mode))
+    except (PesqError, ValueError):  # no utterance found; an all-zero signal
+        return None
+
+
+def stoi_score(reference: np.ndarray, estimate: np.ndarray, sample_rate: int,
+               extended: bool = False) -> float:
+    """STOI (or ESTOI with ``extended``) of ``estimate``; pystoi resamples to
+    its 10 kHz itself. Needs ``pystoi`` (``pip install 'denoise[metrics]'``)."""
+    from pystoi import stoi
+
+    return float(stoi(reference, estimate, sample_rate, extended=extended))
 
 
 def reference_scores(clean_path: str | Path, noisy_path: str | Path,
@@ -163,10 +206,7 @@ def reference_scores(clean_path: str | Path, noisy_path: str | Path,
     """PESQ, STOI, ESTOI and SI-SDR of the input and of the output against the
     clean reference, and each improvement (``pesq_in``, ``pesq_out``,
     ``pesq_delta``...). Channels are averaged; signals are cut to the
-    shortest. PESQ is wide-band at 16 kHz (narrow-band for 8 kHz files),
-    resampling as needed; STOI works at the file's rate (pystoi resamples to
-    its 10 kHz internally). Returns the scores and the reasons for any
-    missing ones."""
+    shortest. Returns the scores and the reasons for any missing ones."""
     scores: dict[str, float] = {}
     missing: dict[str, str] = {}
 
@@ -191,42 +231,25 @@ def reference_scores(clean_path: str | Path, noisy_path: str | Path,
         for metric in REFERENCE_METRICS:
             miss(metric, reason)
         return scores, missing
-    for side, signal in (("in", noisy), ("out", enhanced)):
-        scores[f"si_sdr_{side}"] = si_sdr(signal, clean)
-    _intelligibility(scores, missing, miss, clean, noisy, enhanced, rate)
-    _pesq(scores, miss, clean, noisy, enhanced, rate)
+    sides = (("in", noisy), ("out", enhanced))
+    for side, signal in sides:
+        scores[f"si_sdr_{side}"] = si_sdr(clean, signal)
+    try:
+        for side, signal in sides:
+            scores[f"stoi_{side}"] = stoi_score(clean, signal, rate)
+            scores[f"estoi_{side}"] = stoi_score(clean, signal, rate, extended=True)
+    except ImportError:
+        for metric in ("stoi", "estoi"):
+            miss(metric, "pystoi is not installed (pip install 'denoise[metrics]')")
+    try:
+        pesq_scores = {side: pesq_score(clean, signal, rate) for side, signal in sides}
+        if None in pesq_scores.values():
+            miss("pesq", "PESQ found no speech")
+        else:
+            scores.update({f"pesq_{side}": value for side, value in pesq_scores.items()})
+    except ImportError:
+        miss("pesq", "pesq is not installed (pip install 'denoise[metrics]')")
     for metric in REFERENCE_METRICS:
         if f"{metric}_in" in scores and f"{metric}_out" in scores:
             scores[f"{metric}_delta"] = scores[f"{metric}_out"] - scores[f"{metric}_in"]
     return scores, missing
-
-
-def _intelligibility(scores, missing, miss, clean, noisy, enhanced, rate) -> None:
-    try:
-        from pystoi import stoi
-    except ImportError:
-        for metric in ("stoi", "estoi"):
-            miss(metric, "pystoi is not installed (pip install 'denoise[metrics]')")
-        return
-    for side, signal in (("in", noisy), ("out", enhanced)):
-        scores[f"stoi_{side}"] = float(stoi(clean, signal, rate, extended=False))
-        scores[f"estoi_{side}"] = float(stoi(clean, signal, rate, extended=True))
-
-
-def _pesq(scores, miss, clean, noisy, enhanced, rate) -> None:
-    try:
-        from pesq import PesqError, pesq
-    except ImportError:
-        miss("pesq", "pesq is not installed (pip install 'denoise[metrics]')")
-        return
-    mode, target = ("nb", 8000) if rate == 8000 else ("wb", 16000)
-    if rate != target:
-        clean, noisy, enhanced = (
-            AF.resample(torch.from_numpy(signal), rate, target).numpy()
-            for signal in (clean, noisy, enhanced))
-    try:
-        for side, signal in (("in", noisy), ("out", enhanced)):
-            scores[f"pesq_{side}"] = float(pesq(target, clean, signal, mode))
-    except PesqError as error:
-        scores.pop("pesq_in", None)
-        miss("pesq", f"PESQ found no speech ({type(error).__name__})")

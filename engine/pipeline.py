@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
 from torch.nn import functional as F
 
 from denoise.engine import backends
@@ -26,11 +25,8 @@ from denoise.engine.audio_io import read_frames
 from denoise.engine.bands import extend_band, limit_attenuation, linked_gains
 from denoise.engine.choices import CHANNEL_MODES
 from denoise.engine.chunking import Chunk
+from denoise.engine.dsp import resample
 from denoise.engine.errors import FileError
-
-# Resampling filters need a few dozen samples to work on; shorter chunks
-# (a file of a handful of samples) are zero-padded first and trimmed after.
-MIN_RESAMPLE_FRAMES = 256
 
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
 MMAP_THRESHOLD_BYTES = 8 << 20
@@ -91,17 +87,6 @@ def worker_backend(spec: backends.BackendSpec, threads: int,
             _worker_backends[key] = built or backends.build(spec)
             _builds[key] = _builds.get(key, 0) + (built is None)
     return _worker_backends[key]
-
-
-def resample(audio: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
-    """Band-limited resampling of ``[..., T]`` (torchaudio's windowed sinc)."""
-    if from_rate == to_rate:
-        return audio
-    length = audio.shape[-1]
-    if length < MIN_RESAMPLE_FRAMES:
-        audio = torch.nn.functional.pad(audio, (0, MIN_RESAMPLE_FRAMES - length))
-    out = AF.resample(audio, from_rate, to_rate)
-    return out[..., : max(1, round(length * to_rate / from_rate))]
 
 
 @dataclass(frozen=True)

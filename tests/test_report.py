@@ -12,6 +12,7 @@ import torch
 import torchaudio.functional as AF
 
 from conftest import write_audio
+from denoise.engine.dsp import resample
 from denoise.engine import metrics
 from denoise.engine.metrics import measure_file, reference_scores, si_sdr
 
@@ -38,7 +39,7 @@ def test_loudness_read_in_blocks_equals_torchaudio_on_speech(bench_data, tmp_pat
                                                              rate, channels):
     speech, source_rate = sf.read(str(bench_data / "pesq_pair__ludlows_python-pesq"
                                       / "speech_bab_0dB.wav"), dtype="float32")
-    speech = AF.resample(torch.from_numpy(speech), source_rate, rate).numpy()
+    speech = resample(speech, source_rate, rate)
     stereo = np.stack([speech, 0.5 * np.roll(speech, 123)], axis=1)[:, :channels]
     sf.write(str(tmp_path / "speech.wav"), stereo, rate, subtype="FLOAT")
     monkeypatch.setattr(metrics, "BLOCK_S", 0.77)  # many blocks, edges inside gating blocks
@@ -87,10 +88,10 @@ def test_silent_and_short_files_say_why_metrics_are_missing(tmp_path):
 def test_si_sdr_of_a_scaled_copy_is_unbounded_and_of_noise_is_its_snr():
     rng = np.random.default_rng(1)
     clean = rng.standard_normal(16000)
-    assert si_sdr(0.25 * clean, clean) > 100
+    assert si_sdr(clean, 0.25 * clean) > 100
     noise = rng.standard_normal(16000)
     noise *= np.sqrt(np.mean(clean**2) / np.mean(noise**2)) / np.sqrt(10)  # 10 dB below
-    assert si_sdr(clean + noise, clean) == pytest.approx(10, abs=0.3)
+    assert si_sdr(clean, clean + noise) == pytest.approx(10, abs=0.3)
 
 
 def test_pesq_and_stoi_of_identical_speech_are_at_their_top(bench_data):

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FRAME_S = 0.032
+from denoise.engine.dsp import frame_length
+
 # Gerkmann and Hendriks' fixed a-priori SNR for "speech present" (15 dB) and
 # their smoothing constants, given for 32 ms frames at 50 % overlap. (A lower
 # prior, e.g. 8 dB, keeps more weak speech out of the noise estimate but makes
@@ -87,11 +88,6 @@ class SpectralOptions:
             raise ValueError(f"atten_lim_db must be >= 0 (0: no limit), got {self.atten_lim_db}")
         if not 0 <= self.strength <= 1:
             raise ValueError(f"strength must be within [0, 1], got {self.strength}")
-
-
-def frame_length(sample_rate: int) -> int:
-    """FFT size for a ~32 ms frame: the next power of two."""
-    return 1 << max(4, math.ceil(math.log2(FRAME_S * sample_rate)))
 
 
 @torch.jit.script
