@@ -90,7 +90,6 @@ class SpectralOptions:
             raise ValueError(f"strength must be within [0, 1], got {self.strength}")
 
 
-@torch.jit.script
 def exp_integral(x: torch.Tensor) -> torch.Tensor:
     """E1(x), the exponential integral: within 3 % for 0 < x < 9, and within
     1e-4 absolute above (where it is all but zero).
@@ -199,19 +198,11 @@ def track_and_gain(power: torch.Tensor, noise: torch.Tensor, gain_floor: float,
     """Gains ``[N, F, T]`` for a power spectrogram ``[N, F, T]``.
 
     ``noise`` is the starting noise power ``[N, F]`` (kept fixed when ``track``
-    is false). Only the two recursions run frame by frame, compiled with
-    TorchScript; everything else is computed for all frames at once.
+    is false). Only the recursions run frame by frame (:func:`recursions`);
+    everything else is computed for all frames at once.
     """
-    if track:
-        noise_track = _track_noise(power, noise, SPP_PRIOR_SNR / (1 + SPP_PRIOR_SNR),
-                                   math.log1p(SPP_PRIOR_SNR), SPP_SMOOTHING,
-                                   SPP_STAGNATION_LIMIT, NOISE_SMOOTHING)
-        gain_noise = GAIN_NOISE_SCALE * noise_track
-    else:
-        gain_noise = noise[..., None].expand_as(power)
+    gain_noise, prior_snr = recursions(power, noise, track)
     post_snr = power / gain_noise
-    ml_prior_snr = (1 - DD_WEIGHT) * (post_snr - 1).clamp(min=0)
-    prior_snr = _decision_directed(power, gain_noise, ml_prior_snr, DD_WEIGHT, PRIOR_SNR_FLOOR)
     # MMSE log-spectral amplitude gain (Ephraim and Malah, 1985).
     wiener = prior_snr / (1 + prior_snr)
     gain_h1 = (wiener * torch.exp(0.5 * exp_integral(wiener * post_snr))).clamp(max=1.0)
@@ -222,49 +213,70 @@ def track_and_gain(power: torch.Tensor, noise: torch.Tensor, gain_floor: float,
     return torch.exp(log_gain)
 
 
-@torch.jit.script
-def _track_noise(power: torch.Tensor, noise: torch.Tensor, prior_ratio: float,
-                 log_prior_odds: float, spp_smoothing: float, stagnation_limit: float,
-                 noise_smoothing: float) -> torch.Tensor:
-    """Gerkmann-Hendriks noise power per frame ``[N, F, T]``.
+def recursions(power: torch.Tensor, noise: torch.Tensor,
+               track: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noise power the gain sees and the a-priori SNR, ``[N, F, T]`` each.
 
-    Written with fused and in-place operations: this loop runs once per frame,
-    so the number of operations in it is the backend's speed.
+    Per frame: the Gerkmann-Hendriks noise update (when ``track``), then the
+    decision-directed a-priori SNR, whose previous speech power is estimated
+    with the Wiener gain (keeping this loop to a handful of operations; the
+    costlier log-spectral amplitude gain is computed for all frames at once).
+    Both run in one loop over frames, time-major, on NumPy with every
+    operation in place: this loop is the backend's speed (it matches the
+    TorchScript it replaced, without compiling at import).
     """
-    track = torch.empty_like(power)
-    noise = noise.clone()
-    spp_mean = torch.zeros_like(noise)
-    offset = torch.full_like(noise, -log_prior_odds)
-    for t in range(power.shape[-1]):
-        frame = power[..., t]
-        speech_prob = torch.sigmoid(torch.addcdiv(offset, frame, noise, value=prior_ratio))
-        spp_mean.lerp_(speech_prob, 1.0 - spp_smoothing)
-        # A probability stuck near one would freeze the estimate: cap it.
-        speech_prob = torch.where(spp_mean > stagnation_limit,
-                                  speech_prob.clamp(max=stagnation_limit), speech_prob)
-        # noise <- s * noise + (1 - s) * E[noise | frame], with
-        # E[noise | frame] = (1 - p) * frame + p * noise.
-        noise.addcmul_(1.0 - speech_prob, frame - noise, value=1.0 - noise_smoothing)
-        track[..., t] = noise
-    return track
+    frames = power.permute(2, 0, 1).contiguous().numpy()  # [T, N, F]
+    estimate = noise.numpy().astype(np.float32, copy=True)
+    gain_noise = np.empty_like(frames)
+    prior = np.empty_like(frames)
+    spp_mean = np.zeros_like(estimate)
+    speech_power = np.zeros_like(estimate)
+    probability, scratch = np.empty_like(estimate), np.empty_like(estimate)
+    prior_ratio = SPP_PRIOR_SNR / (1 + SPP_PRIOR_SNR)
+    log_prior_odds = math.log1p(SPP_PRIOR_SNR)
+    for t, frame in enumerate(frames):
+        if track:
+            # p = sigmoid(prior_ratio * frame / noise - log_prior_odds)
+            np.divide(frame, estimate, out=probability)
+            probability *= -prior_ratio
+            probability += log_prior_odds
+            np.exp(probability, out=probability)
+            probability += 1.0
+            np.reciprocal(probability, out=probability)
+            np.subtract(probability, spp_mean, out=scratch)
+            scratch *= 1.0 - SPP_SMOOTHING
+            spp_mean += scratch
+            # A probability stuck near one would freeze the estimate: cap it.
+            np.minimum(probability, SPP_STAGNATION_LIMIT, out=probability,
+                       where=spp_mean > SPP_STAGNATION_LIMIT)
+            # noise <- s * noise + (1 - s) * E[noise | frame], with
+            # E[noise | frame] = (1 - p) * frame + p * noise.
+            np.subtract(frame, estimate, out=scratch)
+            np.subtract(1.0, probability, out=probability)
+            scratch *= probability
+            scratch *= 1.0 - NOISE_SMOOTHING
+            estimate += scratch
+            np.multiply(estimate, GAIN_NOISE_SCALE, out=gain_noise[t])
+        else:
+            gain_noise[t] = estimate
+        # prior = max((1 - w) max(frame / noise - 1, 0) + w speech / noise, floor)
+        current = prior[t]
+        np.divide(frame, gain_noise[t], out=current)
+        current -= 1.0
+        np.maximum(current, 0.0, out=current)
+        current *= 1.0 - DD_WEIGHT
+        np.divide(speech_power, gain_noise[t], out=scratch)
+        scratch *= DD_WEIGHT
+        current += scratch
+        np.maximum(current, PRIOR_SNR_FLOOR, out=current)
+        # speech power of this frame, for the next: (prior / (prior + 1))^2 * frame
+        np.add(current, 1.0, out=scratch)
+        np.divide(current, scratch, out=speech_power)
+        np.square(speech_power, out=speech_power)
+        speech_power *= frame
+    return _frequency_major(gain_noise), _frequency_major(prior)
 
 
-@torch.jit.script
-def _decision_directed(power: torch.Tensor, noise: torch.Tensor,
-                       ml_prior_snr: torch.Tensor, weight: float,
-                       floor: float) -> torch.Tensor:
-    """A-priori SNR per frame by the decision-directed rule ``[N, F, T]``.
-
-    The previous frame's speech power is estimated with the Wiener gain, which
-    keeps this recursion to a handful of operations per frame; the (costlier)
-    log-spectral amplitude gain is then computed for all frames at once.
-    """
-    prior = torch.empty_like(power)
-    prev_speech_power = torch.zeros_like(power[..., 0])
-    for t in range(power.shape[-1]):
-        prior_snr = torch.addcdiv(ml_prior_snr[..., t], prev_speech_power, noise[..., t],
-                                  value=weight).clamp_(min=floor)
-        prior[..., t] = prior_snr
-        wiener = prior_snr / (prior_snr + 1.0)
-        prev_speech_power = wiener.square_().mul_(power[..., t])
-    return prior
+def _frequency_major(frames: np.ndarray) -> torch.Tensor:
+    """``[T, N, F]`` as the ``[N, F, T]`` tensor the rest of the backend uses."""
+    return torch.from_numpy(frames).permute(1, 2, 0)
