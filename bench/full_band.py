@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,20 +37,31 @@ from denoise.engine.metrics import pesq_score, stoi_score  # noqa: E402
 BANDS_HZ = ((4000, 6000), (6000, 7200), (7200, 8000), (8000, 12000), (12000, 24000))
 
 
+@dataclass(frozen=True)
+class ProbeOptions:
+    clean: str | None = None  # the clean recording, for the oracle
+
+    def describe(self) -> dict[str, str]:
+        return {"oracle": self.clean or "no"}
+
+
 class BandProbe:
     """A 16 kHz backend that returns its input, or with ``clean`` the clean
     recording (an oracle); single-chunk files only."""
 
+    Options = ProbeOptions
     name = "band-probe"
     sample_rate = 16000
-    uses_file_std = False
     segment_s = 3600.0
     compute_s_per_audio_s = 0.001
+    owns_gain_floor = False
+    needs_file_std = False
+    causal = False
 
-    def __init__(self, options: dict):
+    def __init__(self, options: ProbeOptions):
         self.clean = None
-        if options.get("clean"):
-            clean, rate = sf.read(options["clean"], dtype="float32")
+        if options.clean:
+            clean, rate = sf.read(options.clean, dtype="float32")
             self.clean = resample(torch.from_numpy(clean), rate, 16000)
 
     def context_frames(self, sample_rate: int) -> tuple[int, int]:
@@ -58,8 +70,11 @@ class BandProbe:
     def alignment(self, sample_rate: int) -> int:
         return 1
 
-    def batch_chunks(self, chunk_s: float) -> int:
+    def chunks_per_call(self, chunk_s: float) -> int:
         return 1
+
+    def prepare(self) -> None:
+        pass
 
     def enhance(self, audio, sample_rate, file_std=None):
         if self.clean is None:
@@ -67,16 +82,17 @@ class BandProbe:
         return self.clean[: audio.shape[-1]].expand_as(audio).clone()
 
 
-backends.FACTORIES.setdefault(BandProbe.name, BandProbe)
-
-
 def enhance_file(source: Path, out: Path, clean: str | None = None,
                  full_band: bool = True) -> np.ndarray:
     """``source`` through :class:`BandProbe` to a float file; returns it."""
     jobs = plan_jobs([str(source)], str(out), overwrite=True).jobs
-    batch = Batch(jobs, BatchOptions(method=BandProbe.name, jobs=1, subtype="FLOAT",
-                                     full_band=full_band, backend_options={"clean": clean}))
-    results = list(batch.run())
+    backends.REGISTRY[BandProbe.name] = f"{__name__}:BandProbe"
+    try:
+        batch = Batch(jobs, BatchOptions(method=BandProbe.name, jobs=1, subtype="FLOAT",
+                                         full_band=full_band, backend_options={"clean": clean}))
+        results = list(batch.run())
+    finally:
+        del backends.REGISTRY[BandProbe.name]
     if [result.status for result in results] != ["done"]:
         raise RuntimeError(f"{source}: {results}")
     return sf.read(str(out), dtype="float32")[0]

@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from denoise.engine.plots import plot_file  # noqa: E402
+from denoise.engine.plots import plot_data, plot_file  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +38,8 @@ def main() -> None:
                 out.write(minute)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.perf_counter()
-        plot_file(source, source, Path(work) / "long.png", "long")
+        data = plot_data(source)  # a run gathers this while it reads or writes the file
+        plot_file(data, data, Path(work) / "long.png", "long")
         elapsed = time.perf_counter() - started
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"{args.hours:g} h, {args.rate} Hz stereo: plot in {elapsed:.1f} s; peak RSS "

@@ -239,7 +239,7 @@ def denoise(
                         file_outputs={"--residue": residue, "--report": report, "--plot": plot,
                                       "--reference": reference, "--dnsmos": dnsmos})
     _need_stack()
-    from denoise.engine import BatchOptions, Finishing
+    from denoise.engine import BatchOptions, Finishing, Measure
 
     backend_options = ({"strength": 1.0 if strength is None else strength,
                         **({"noise_file": noise_file} if noise_file else {})}
@@ -257,8 +257,8 @@ def denoise(
                                 clip=clip, residue=residue))
     view = present.View(quiet=quiet, verbose=verbose, json_lines=json_lines, dry_run=dry_run,
                         from_stdin=inputs == ["-"])
-    examine = present.Examine(report, plot, reference, dnsmos, method)
-    raise typer.Exit(_run(inputs, output, recursive, glob, overwrite, options, view, examine))
+    measure = Measure(report_dir=report, plot=plot, reference_dir=reference, dnsmos=dnsmos)
+    raise typer.Exit(_run(inputs, output, recursive, glob, overwrite, options, view, measure))
 
 
 def _check_combinations(method, output, inputs, quiet, verbose, json_lines, policies,
@@ -289,12 +289,12 @@ def _check_combinations(method, output, inputs, quiet, verbose, json_lines, poli
                      "a file in (cat a.wav | denoise - -o out.wav)")
 
 
-def _run(inputs, output, recursive, pattern, overwrite, options, view, examine) -> int:
+def _run(inputs, output, recursive, pattern, overwrite, options, view, measure) -> int:
     """Plan, run, present; returns the exit code."""
     from denoise.engine import Batch, plan_jobs
 
     with _usage_errors():
-        if examine.dnsmos:
+        if measure.dnsmos:
             from denoise.engine.dnsmos import check_available
 
             check_available()
@@ -307,24 +307,24 @@ def _run(inputs, output, recursive, pattern, overwrite, options, view, examine) 
     records, batch = [], None
     try:
         with _usage_errors():  # standard input is read here: Ctrl-C may come
-            batch = Batch(plan.jobs, options,
+            batch = Batch(plan.jobs, options, measure=measure,
                           stdout=sys.stdout.buffer if output == "-" else None)
-        with view.progress_bar(batch) as on_progress:
+        with batch, view.progress_bar(batch) as on_progress:
             results = batch.planned() if view.dry_run else batch.run(on_progress=on_progress)
             for result in results:
                 tally.add(result)
                 view.result(result)
-                if examine.wanted and not view.dry_run:
-                    records.append(examine.record(result, view))
+                if result.report is not None:
+                    records.append(result.report)
     except KeyboardInterrupt as stop:
-        if batch is not None:
-            batch.close()
         return view.interrupted(tally, stop)
+    except DenoiseError as refusal:  # the model cannot be had, the cluster cannot be reached
+        present.error(str(refusal))
+        return 2
     except BrokenPipeError:  # '-o -' into a reader that stopped (| head): say nothing more
-        batch.close()
         present.silence_stdout()
         return 128 + signal.SIGPIPE
-    view.after_run(batch, options, records, examine, tally, time.perf_counter() - started)
+    view.after_run(batch, options, records, measure, tally, time.perf_counter() - started)
     return 1 if tally.failed else 0
 
 

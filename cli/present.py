@@ -76,31 +76,6 @@ class Tally:
 
 
 @dataclass
-class Examine:
-    """What to measure and draw after each file (``--report`` and friends)."""
-
-    report: Path | None
-    plot: bool
-    reference: Path | None
-    dnsmos: bool
-    method: str
-
-    @property
-    def wanted(self) -> bool:
-        return bool(self.report or self.plot or self.reference or self.dnsmos)
-
-    def record(self, result, view: "View"):
-        from denoise.engine import examine
-
-        record = examine(result, report_dir=self.report, plot=self.plot,
-                         reference_dir=self.reference, dnsmos=self.dnsmos,
-                         title=f"{Path(result.input).name} - {self.method}")
-        if record.problem:
-            view.file_error(result.input, record.problem)
-        return record
-
-
-@dataclass
 class View:
     quiet: bool
     verbose: bool
@@ -153,6 +128,8 @@ class View:
             if not self.json_lines:
                 self.file_error(result.input, result.error)
             return
+        if result.report is not None and result.report.problem:
+            self.file_error(result.input, result.report.problem)
         if self.chatty:
             for text in result.warnings:
                 warning(f"{result.input}: {text}")
@@ -179,17 +156,16 @@ class View:
                       f"outputs were removed{then}", markup=False)
         return exit_code(stop)
 
-    def after_run(self, batch, options, records, examine: Examine, tally: Tally,
-                  wall_s: float) -> None:
+    def after_run(self, batch, options, records, measure, tally: Tally, wall_s: float) -> None:
         if batch.runlog is not None and batch.runlog.error and not self.quiet:
             warning(f"run log {batch.runlog.path} not written ({batch.runlog.error}); "
                     "--resume cannot use this run")
-        if self.chatty and (examine.report or examine.reference or examine.dnsmos):
+        if self.chatty and measure.levels:
             metrics_table(records)
-        if examine.report is not None:
+        if measure.report_dir is not None:
             from denoise.engine import write_reports
 
-            paths = write_reports(examine.report, records, options.describe(), wall_s)
+            paths = write_reports(measure.report_dir, records, options.describe(), wall_s)
             if self.chatty:
                 console.print(f"report: {paths['html']}", markup=False)
         if self.chatty:

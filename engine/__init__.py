@@ -21,7 +21,7 @@ _WHERE = {
     "default_jobs": "batch", "Job": "discovery", "Plan": "discovery", "plan_jobs": "discovery",
     "DenoiseError": "errors", "FileError": "errors", "UsageError": "errors",
     "Finishing": "finishing", "PRESETS": "choices", "enhance_array": "pipeline",
-    "progress_bar": "progress", "FileReport": "report", "examine": "report",
+    "progress_bar": "progress", "FileReport": "report", "Measure": "report",
     "write_reports": "report", "run_self_test": "selftest",
 }
 __all__ = sorted(_WHERE)

@@ -16,6 +16,8 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -202,24 +204,20 @@ def _nearest_subtype(info: AudioInfo, fmt: str) -> str:
                 sf.default_subtype(fmt))
 
 
-class AtomicWriter:
-    """Write a file block by block under a temporary name; publish on commit.
+class TemporaryFile:
+    """A hidden, locked file beside ``target`` (``.NAME.XXXX.partial``),
+    given the target's name by :meth:`publish` or removed by :meth:`discard`.
 
-    The temporary file is hidden (leading dot) in the target's folder, so the
-    final rename is atomic on the same file system and folder walks skip it.
-    A target of ``-`` means standard output: the finished file is copied there.
-
-    While it is written, the temporary file is locked (``flock``); a run that
-    was killed leaves its temporary file unlocked, and the next writer of the
-    same target removes it. A temporary file that a live run is writing keeps
-    its lock and is left alone.
+    Hidden, so folder walks skip it; in the target's folder, so the rename
+    is atomic. While it exists it is locked (``flock``): a run that was
+    killed leaves it unlocked, and the next writer of the same target
+    removes it; one that a live run holds is left alone. A target of ``-``
+    (standard output) gets its temporary file in the system's temporary
+    folder.
     """
 
-    def __init__(self, target: Path | str, sample_rate: int, channels: int,
-                 fmt: str, subtype: str, stdout: BinaryIO | None = None):
+    def __init__(self, target: Path | str):
         self.target = target
-        self._clip = subtype not in FLOAT_SUBTYPES
-        self._stdout = stdout
         if str(target) == STDIO:
             folder, stem = Path(tempfile.gettempdir()), "stdout"
         else:
@@ -233,18 +231,60 @@ class AtomicWriter:
         try:
             self._lock, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".partial",
                                                 dir=folder)
-            _claim(self._lock)
         except OSError as error:
             raise FileError(target, f"output folder {folder} is not writable "
                                     f"({error.strerror or error})")
-        self.temporary = Path(name)
+        _claim(self._lock)
+        self.path = Path(name)
+
+    def publish(self) -> None:
+        """Give the file its target's name (and the mode new files get)."""
+        os.chmod(self.path, _file_mode())  # mkstemp made it private (0o600)
+        os.replace(self.path, self.target)
+        self._release()
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+@contextmanager
+def replacing(target: Path | str) -> Iterator[Path]:
+    """A temporary path to write ``target``'s new contents to; it replaces
+    ``target`` when the block completes, and is removed if it fails."""
+    temporary = TemporaryFile(target)
+    try:
+        yield temporary.path
+    except BaseException:
+        temporary.discard()
+        raise
+    temporary.publish()
+
+
+class AtomicWriter:
+    """Write an audio file block by block under a :class:`TemporaryFile`;
+    publish it on :meth:`commit` (for ``-``: copy it to ``stdout``)."""
+
+    def __init__(self, target: Path | str, sample_rate: int, channels: int,
+                 fmt: str, subtype: str, stdout: BinaryIO | None = None):
+        self.target = target
+        self._clip = subtype not in FLOAT_SUBTYPES
+        self._stdout = stdout
+        self._temporary = TemporaryFile(target)
+        self.temporary = self._temporary.path
         try:
-            self._file = sf.SoundFile(name, "w", sample_rate, channels, subtype, format=fmt)
+            self._file = sf.SoundFile(str(self.temporary), "w", sample_rate, channels, subtype,
+                                      format=fmt)
         except (sf.LibsndfileError, RuntimeError, OSError) as error:
-            self._release(unlink=True)
+            self._temporary.discard()
             raise FileError(target, f"cannot write {fmt}/{subtype}: {_libsndfile_cause(error)}")
         except BaseException:  # Ctrl-C between creating the file and opening it
-            self._release(unlink=True)
+            self._temporary.discard()
             raise
 
     def write(self, block: np.ndarray) -> int:
@@ -271,24 +311,14 @@ class AtomicWriter:
             with open(self.temporary, "rb") as finished:
                 shutil.copyfileobj(finished, self._stdout)
             self._stdout.flush()
-            self._release(unlink=True)
+            self._temporary.discard()
         else:
-            # mkstemp makes the file private (0o600); give it the usual mode.
-            os.chmod(self.temporary, _file_mode())
-            os.replace(self.temporary, self.target)
-            self._release(unlink=False)
+            self._temporary.publish()
 
     def abort(self) -> None:
         """Drop the partial file; the target is left as it was."""
         self.close()
-        self._release(unlink=True)
-
-    def _release(self, unlink: bool) -> None:
-        if unlink:
-            self.temporary.unlink(missing_ok=True)
-        if self._lock is not None:
-            os.close(self._lock)
-            self._lock = None
+        self._temporary.discard()
 
 
 def _claim(handle: int) -> bool:
@@ -301,6 +331,12 @@ def _claim(handle: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def remove_abandoned(target: Path) -> None:
+    """Remove what killed writers of ``target`` left (its temporary files
+    that no live process holds)."""
+    _remove_abandoned(target.parent, target.name)
 
 
 def _remove_abandoned(folder: Path, stem: str) -> None:

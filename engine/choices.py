@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from denoise.engine.backends import FACTORIES
+from denoise.engine.backends import REGISTRY
 
-METHODS = tuple(FACTORIES)
+METHODS = REGISTRY  # name -> where its backend is; the command line checks against it
 CHANNEL_MODES = ("each", "mix", "linked")
 CLIP_MODES = ("limit", "report", "error")
 PRETRAINED_MODELS = ("dns48", "dns64", "master64", "valentini_nc")

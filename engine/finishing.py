@@ -1,21 +1,27 @@
 """Making an enhanced file ready to publish: loudness, peaks, clipping, residue.
 
-Everything here happens after the chunks are joined, in file order:
+All of it happens once a file's chunks are joined, in one pool task per
+file (:mod:`denoise.engine.completion`), reading the joined file from a
+hidden float staging copy:
 
-- **Loudness** (``loudness_lufs``): the file is first written whole to a
-  hidden float intermediate, its integrated loudness (ITU-R BS.1770-4) is
-  measured, and it is played again through a gain to the target. If the peak
-  limiter then takes the loudness more than 0.2 LU off the target, the gain
-  is corrected and the file played again (at most 4 passes in all).
+- **Loudness** (``loudness_lufs``): the staging copy's integrated loudness
+  (ITU-R BS.1770-4) is measured, and it is played through a gain to the
+  target. The output's loudness is measured as it is written; if the peak
+  limiter took it more than 0.2 LU off the target, the gain is corrected and
+  the file played again (at most 4 passes in all, rarely more than one).
 - **Peaks** (``true_peak_dbtp``): a look-ahead limiter on the true peak (the
   signal 4x oversampled, BS.1770 annex 2). It lowers the gain smoothly
   *before* a peak (5 ms look-ahead, so it has no attack distortion) and lets
   it recover exponentially (150 ms), one gain for all channels so the stereo
-  image does not move. Below the ceiling it does nothing: the gain is exactly 1.
+  image does not move. A signal within the ceiling passes exactly as it is.
+  Oversampling is done only where a peak can reach the ceiling: elsewhere
+  the samples bound it (the interpolation filter cannot raise a peak by more
+  than its gain ``OVERSHOOT``), which gives the same output for less work.
 - **Clipping** (``clip``): a sample beyond full scale cannot be stored in an
   integer or lossy file. ``limit`` (the default) runs the limiter at full
   scale; ``report`` clips and counts the samples; ``error`` fails the file.
-  Float files store such samples as they are.
+  Float files store such samples as they are. A run with nothing else to
+  finish writes its outputs directly through this (:class:`Output`).
 - **Residue** (``residue``): what was taken away, input minus output
   (before loudness and limiting), written beside the output.
 """
@@ -24,28 +30,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
 import torch
 
-from denoise.engine.audio_io import FLOAT_SUBTYPES, AtomicWriter, read_frames
+from denoise.engine.audio_io import FLOAT_SUBTYPES, AtomicWriter
 from denoise.engine.choices import CLIP_MODES, PRESETS
 from denoise.engine.dsp import FULL_SCALE, resample
 from denoise.engine.errors import FileError
-from denoise.engine.metrics import measure_file
 
 LOOKAHEAD_S = 0.005
 RELEASE_S = 0.150
 OVERSAMPLE = 4
-# Margin for the 4x interpolation filter at the edges of what is held back.
+# Margin for the 4x interpolation filter at the edges of what is held back
+# (its taps reach 7 samples each way).
 FILTER_MARGIN = 64
+# Oversampling is computed span by span, only for spans that could peak at
+# the ceiling.
+PEAK_SPAN = 2048
 # The limiter aims this far under its ceiling, so that quantisation and the
 # gain's own smooth change between samples cannot carry a peak over it.
 SAFETY_DB = 0.05
 LOUDNESS_TOLERANCE_LU = 0.2
 LOUDNESS_ATTEMPTS = 4
+BLOCK_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -95,13 +107,54 @@ class Finishing:
         return PRESETS[self.preset].true_peak_dbtp
 
 
-def true_peak(block: np.ndarray) -> np.ndarray:
+@lru_cache(maxsize=1)
+def overshoot() -> float:
+    """The most the 4x interpolation can raise a peak over the samples: the
+    largest sum of absolute taps of any of its phases (1.87, 5.4 dB)."""
+    impulse = torch.zeros(1, 4 * FILTER_MARGIN)
+    impulse[0, 2 * FILTER_MARGIN] = 1.0
+    taps = resample(impulse, 1, OVERSAMPLE)[0].abs().numpy()
+    return float(max(taps[phase::OVERSAMPLE].sum() for phase in range(OVERSAMPLE)))
+
+
+def true_peak(block: np.ndarray, below: float | None = None) -> np.ndarray:
     """Per sample of ``[C, T]``: the largest magnitude over the channels and
-    the 4x oversampled points from that sample to the next, ``[T]``."""
+    the 4x oversampled points from that sample to the next, ``[T]``.
+
+    With ``below``, spans that cannot reach it (their samples, and their
+    neighbours', times :func:`overshoot` stay under it) get that bound
+    instead of their exact value: anything under ``below`` serves a limiter
+    whose ceiling is ``below`` as well as the exact value does.
+    """
+    length = block.shape[1]
+    if below is None:
+        return _oversampled(block)
+    starts = np.arange(0, length, PEAK_SPAN)
+    span_peak = np.maximum.reduceat(np.abs(block).max(axis=0), starts)
+    reach = np.maximum(span_peak, np.maximum(np.r_[0.0, span_peak[:-1]], np.r_[span_peak[1:], 0.0]))
+    bound = overshoot() * reach
+    peaks = np.repeat(bound, PEAK_SPAN)[:length]
+    exact = np.flatnonzero(bound > below)
+    for first, last in _runs(exact):
+        begin, end = first * PEAK_SPAN, min(length, (last + 1) * PEAK_SPAN)
+        lead, stop = max(0, begin - FILTER_MARGIN), min(length, end + FILTER_MARGIN)
+        peaks[begin:end] = _oversampled(block[:, lead:stop])[begin - lead:end - lead]
+    return peaks
+
+
+def _oversampled(block: np.ndarray) -> np.ndarray:
     upsampled = resample(torch.from_numpy(np.ascontiguousarray(block)), 1, OVERSAMPLE)
     magnitude = upsampled.abs().amax(dim=0).numpy()
     length = block.shape[1]
     return magnitude[: length * OVERSAMPLE].reshape(length, OVERSAMPLE).max(axis=1)
+
+
+def _runs(indices: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive runs in sorted ``indices``, as (first, last) pairs."""
+    if len(indices) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(indices) > 1)
+    return list(zip(indices[np.r_[0, breaks + 1]], indices[np.r_[breaks, len(indices) - 1]]))
 
 
 class Limiter:
@@ -125,6 +178,7 @@ class Limiter:
         self.history = np.ones(self.lookahead, dtype=np.float64)  # last look-ahead minima
         self.reduction = 0.0  # 1 - gain of the last sample out
         self.started = False
+        self.engaged = False  # whether the gain ever went under 1
 
     def process(self, block: np.ndarray) -> np.ndarray:
         joined = block if self.pending is None else np.concatenate([self.pending, block], axis=1)
@@ -151,7 +205,7 @@ class Limiter:
         if self.oversample:
             lead = 0 if self.lead is None else self.lead.shape[1]
             context = joined if self.lead is None else np.concatenate([self.lead, joined], axis=1)
-            peaks = true_peak(context)[lead:]
+            peaks = true_peak(context, below=self.ceiling)[lead:]
             self.lead = joined[:, max(0, ready - FILTER_MARGIN):ready]
         else:
             peaks = np.abs(joined).max(axis=0)
@@ -178,6 +232,7 @@ class Limiter:
         smooth = smooth[-ready:]
         self.history = series[-self.lookahead:]
         gain = 1.0 - self._released(1.0 - smooth)
+        self.engaged = self.engaged or bool(gain.min() < 1.0)
         return (joined[:, :ready] * gain).astype(np.float32)
 
     def _released(self, reduction: np.ndarray) -> np.ndarray:
@@ -195,69 +250,40 @@ class Limiter:
         return released
 
 
-class OutputSink:
-    """Where one file's enhanced blocks go, in order: straight to the output
-    (through the limiter when needed), or through a float intermediate when
-    the loudness must be measured first. Writes the residue alongside."""
+class Output:
+    """One output file written in order, through the limiter its settings
+    call for (a true-peak ceiling, or full scale under ``clip="limit"``)
+    and the clip policy. ``write`` takes ``[C, T]`` blocks, ``finish`` flushes
+    the limiter; ``on_block`` sees every block as written (for meters)."""
 
-    def __init__(self, target: str, source: Path, rate: int, channels: int, fmt: str,
-                 subtype: str, finishing: Finishing, stdout=None):
-        self.target, self.source, self.rate, self.channels = target, source, rate, channels
-        self.fmt, self.subtype, self.finishing, self.stdout = fmt, subtype, finishing, stdout
+    def __init__(self, target: str, rate: int, channels: int, fmt: str, subtype: str,
+                 finishing: Finishing, stdout: BinaryIO | None = None, on_block=None):
+        self.target, self.subtype, self.finishing = target, subtype, finishing
+        self.on_block = on_block
         self.clipped = 0
-        self.gain_db: float | None = None  # the loudness gain applied
-        self.position = 0
-        self.residue = (AtomicWriter(residue_path(target), rate, channels, fmt, subtype)
-                        if finishing.residue else None)
-        self.target_lufs = finishing.target_lufs(channels)
-        self.writer: AtomicWriter | None = None
-        self.limiter: Limiter | None = None
-        # With a loudness target, the file is staged whole in float (in the
-        # output's folder, hidden, never published) to be measured first.
-        self.staging = (AtomicWriter(target, rate, channels, "W64", "FLOAT")
-                        if self.target_lufs is not None else None)
-        if self.staging is None:
-            self.writer, self.limiter = self._output()
+        self.writer = AtomicWriter(target, rate, channels, fmt, subtype, stdout)
+        ceiling = finishing.ceiling_dbtp()
+        self.limiter = None
+        if ceiling is not None:
+            self.limiter = Limiter(rate, min(10 ** (ceiling / 20), FULL_SCALE))
+        elif subtype not in FLOAT_SUBTYPES and finishing.clip == "limit":
+            self.limiter = Limiter(rate, FULL_SCALE, oversample=False)
 
     def write(self, block: np.ndarray) -> None:
-        """Take the next ``[C, T]`` of enhanced audio."""
-        if self.residue is not None:
-            original = read_frames(self.source, self.position, self.position + block.shape[1])
-            self.residue.write(original - block)
-        self.position += block.shape[1]
-        if self.staging is not None:
-            self.staging.write(block)
-        else:
-            self._emit(self.limiter.process(block) if self.limiter else block)
+        self._emit(self.limiter.process(block) if self.limiter else block)
+
+    def finish(self) -> None:
+        """Everything written; the file keeps its temporary name until
+        :meth:`commit` (so it can be checked first)."""
+        if self.limiter is not None:
+            self._emit(self.limiter.flush())
+        self.writer.close()
 
     def commit(self) -> None:
-        """Finish the output (and residue) and give them their real names."""
-        if self.staging is not None:
-            self.staging.close()
-            self._normalise()
-            self.staging.abort()
-        elif self.limiter is not None:
-            self._emit(self.limiter.flush())
         self.writer.commit()
-        if self.residue is not None:
-            self.residue.commit()
 
     def abort(self) -> None:
-        for writer in (self.writer, self.residue, self.staging):
-            if writer is not None:
-                writer.abort()
-
-    def _output(self) -> tuple[AtomicWriter, Limiter | None]:
-        writer = AtomicWriter(self.target, self.rate, self.channels, self.fmt, self.subtype,
-                              self.stdout)
-        ceiling = self.finishing.ceiling_dbtp()
-        clips = self.subtype not in FLOAT_SUBTYPES
-        limiter = None
-        if ceiling is not None:
-            limiter = Limiter(self.rate, min(10 ** (ceiling / 20), FULL_SCALE))
-        elif clips and self.finishing.clip == "limit":
-            limiter = Limiter(self.rate, FULL_SCALE, oversample=False)
-        return writer, limiter
+        self.writer.abort()
 
     def _emit(self, block: np.ndarray) -> None:
         if self.finishing.clip == "error" and self.subtype not in FLOAT_SUBTYPES:
@@ -266,41 +292,112 @@ class OutputSink:
                 raise FileError(self.target, f"{over} samples would clip in this block "
                                              f"(--clip error); use --clip limit or lower "
                                              f"the level")
+        if self.on_block is not None:
+            self.on_block(block)
         self.clipped += self.writer.write(block)
 
-    def _normalise(self) -> None:
-        """Gain the intermediate to the target loudness, through the limiter;
-        once more with a corrected gain if limiting moved the loudness."""
-        measured = measure_file(self.staging.temporary).loudness_lufs
+
+@dataclass
+class Finished:
+    """What finishing did to one file."""
+
+    clipped: int
+    gain_db: float | None
+
+
+def finish(staging: Path, source: Path, target: str, info, fmt: str, subtype: str,
+           finishing: Finishing, input_meters=None, output_meters=None,
+           stdout: BinaryIO | None = None) -> Finished:
+    """Write ``target`` from the float ``staging`` copy of the enhanced file:
+    gain to the loudness target, limiter, clip policy, and the residue
+    (``source`` minus the enhanced signal). ``input_meters`` and
+    ``output_meters`` (``add([C, T])``) see the input and the output on the
+    way, so neither is read again to be measured."""
+    from denoise.engine.metrics import LevelMeter, measure_file
+
+    rate, channels = info.sample_rate, info.channels
+    target_lufs = finishing.target_lufs(channels)
+    gain_db = None
+    if target_lufs is not None:
+        measured = measure_file(staging).loudness_lufs
         if measured is None:
-            raise FileError(self.target, "cannot normalise loudness: the output is silent "
-                                         "or shorter than 400 ms")
-        gain_db = self.target_lufs - measured
-        tried: list[tuple[float, float]] = []  # (gain, loudness reached)
-        for _ in range(LOUDNESS_ATTEMPTS):
-            self.gain_db = gain_db
-            if self.writer is not None:
-                self.writer.abort()
-            self.clipped = 0
-            self.writer, self.limiter = self._output()
-            with sf.SoundFile(str(self.staging.temporary)) as staged:
-                for data in staged.blocks(blocksize=round(30 * self.rate), dtype="float32",
-                                          always_2d=True):
-                    block = data.T * np.float32(10 ** (gain_db / 20))
-                    self._emit(self.limiter.process(block) if self.limiter else block)
-            if self.limiter is not None:
-                self._emit(self.limiter.flush())
-            self.writer.close()
-            reached = measure_file(self.writer.temporary).loudness_lufs
-            if reached is None or abs(reached - self.target_lufs) <= LOUDNESS_TOLERANCE_LU:
+            raise FileError(target, "cannot normalise loudness: the output is silent or "
+                                    "shorter than 400 ms")
+        gain_db = target_lufs - measured
+    residue = (AtomicWriter(residue_path(target), rate, channels, fmt, subtype)
+               if finishing.residue else None)
+    read_input = residue is not None or input_meters is not None
+    tried: list[tuple[float, float]] = []  # (gain, loudness reached)
+    output = None
+    try:
+        for attempt in range(LOUDNESS_ATTEMPTS):
+            loudness = LevelMeter(rate, channels) if target_lufs is not None else None
+            if output_meters is not None:
+                output_meters.reset()
+            meters = [meter for meter in (loudness, output_meters) if meter is not None]
+            output = Output(target, rate, channels, fmt, subtype, finishing, stdout,
+                            on_block=lambda block: [meter.add(block.T) for meter in meters])
+            first = attempt == 0
+            _play(staging, source if read_input and first else None, output, rate, gain_db,
+                  residue if first else None, input_meters if first else None)
+            output.finish()
+            if target_lufs is None or not output.limiter or not output.limiter.engaged:
+                break  # a gain alone moves the loudness by exactly that gain
+            reached = loudness.levels().loudness_lufs
+            if reached is None or abs(reached - target_lufs) <= LOUDNESS_TOLERANCE_LU \
+                    or attempt == LOUDNESS_ATTEMPTS - 1:
                 break
             tried.append((gain_db, reached))
-            # The limiter makes loudness grow slower than the gain: step along
-            # the slope seen so far (secant), at first as if it were 1 dB/dB.
-            slope = 1.0
-            if len(tried) > 1 and tried[-1][0] != tried[-2][0]:
-                slope = (tried[-1][1] - tried[-2][1]) / (tried[-1][0] - tried[-2][0])
-            gain_db += (self.target_lufs - reached) / min(1.0, max(slope, 0.1))
+            gain_db = _corrected_gain(tried, target_lufs)
+            output.abort()
+        output.commit()
+        if residue is not None:
+            residue.commit()
+    except BaseException:
+        for writer in (output, residue):
+            if writer is not None:
+                writer.abort()
+        raise
+    return Finished(output.clipped, gain_db)
+
+
+def _play(staging: Path, source: Path | None, output: Output, rate: int,
+          gain_db: float | None, residue: AtomicWriter | None, input_meters) -> None:
+    """One pass over the staging copy (and, where asked, the input beside
+    it) into ``output``. Meters take ``[T, C]`` blocks, as files give them."""
+    blocksize = round(BLOCK_S * rate)
+    scale = np.float32(10 ** (gain_db / 20)) if gain_db is not None else None
+    with sf.SoundFile(str(staging)) as enhanced, \
+            (sf.SoundFile(str(source)) if source is not None else _Nothing()) as original:
+        for data in enhanced.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
+            block = data.T
+            if source is not None:
+                before = original.read(len(data), dtype="float32", always_2d=True)
+                if residue is not None:
+                    residue.write(before.T - block)
+                if input_meters is not None:
+                    input_meters.add(before)
+            output.write(block * scale if scale is not None else block)
+
+
+class _Nothing:
+    """Stands in for the input file when it need not be read."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        return False
+
+
+def _corrected_gain(tried: list[tuple[float, float]], target_lufs: float) -> float:
+    """The limiter makes loudness grow slower than the gain: step along the
+    slope seen so far (secant), at first as if it were 1 dB/dB."""
+    gain_db, reached = tried[-1]
+    slope = 1.0
+    if len(tried) > 1 and tried[-1][0] != tried[-2][0]:
+        slope = (tried[-1][1] - tried[-2][1]) / (tried[-1][0] - tried[-2][0])
+    return gain_db + (target_lufs - reached) / min(1.0, max(slope, 0.1))
 
 
 def residue_path(target: str) -> str:

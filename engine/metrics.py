@@ -17,15 +17,15 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from functools import lru_cache
+
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
+from scipy.signal import sosfilt
 
 from denoise.engine.dsp import FULL_SCALE, power_db, resample
 
 BLOCK_S = 30.0
-KWEIGHT_PREROLL_S = 1.0  # the K-weighting filters forget their start within ms
 LEVEL_FRAME_S = 0.02
 NOISE_PERCENTILE = 10
 SPEECH_PERCENTILE = 95
@@ -57,20 +57,20 @@ class LevelMeter:
     channels' mean power), the speech level the 95th; their difference is
     the SNR estimate: it needs no reference, and it is what a listener hears
     as "how far the voice stands above the background". Loudness is
-    integrated from K-weighted energies per 100 ms step (the K-weighting runs
-    on each block with the previous second as pre-roll).
+    integrated from K-weighted energies per 100 ms step; the K-weighting
+    filters carry their state from block to block, so blocks of any size
+    give exactly what one pass over the whole signal gives.
     """
 
     def __init__(self, sample_rate: int, channels: int):
         self.sample_rate, self.channels = sample_rate, channels
         self.frame = max(1, round(LEVEL_FRAME_S * sample_rate))
-        self.preroll = round(KWEIGHT_PREROLL_S * sample_rate)
         self.step = round(STEP_S * sample_rate)
+        self.filter_state = np.zeros((2, channels, 2))  # two biquads' delays, per channel
         self.frames = 0
         self.peak, self.total_power, self.clipped = 0.0, 0.0, 0
         self.frame_power: list[np.ndarray] = []
         self.step_energy: list[np.ndarray] = []  # K-weighted sums per step, per channel
-        self.tail = np.zeros((0, channels), dtype=np.float32)  # the K-weighting pre-roll
         self.pending_frame = np.zeros((0, channels), dtype=np.float32)
         self.pending_step = np.zeros((channels, 0), dtype=np.float64)
 
@@ -86,10 +86,9 @@ class LevelMeter:
         self.frame_power.append(np.square(joined[:usable]).reshape(-1, self.frame, self.channels)
                                 .mean(axis=(1, 2)))
         self.pending_frame = joined[usable:]
-        weighted = k_weighted(np.concatenate([self.tail, block]), self.sample_rate)
-        weighted = weighted[:, len(self.tail):]
-        self.tail = np.concatenate([self.tail, block])[-self.preroll:]
-        squares = np.concatenate([self.pending_step, np.square(weighted, dtype=np.float64)], axis=1)
+        weighted, self.filter_state = sosfilt(k_weighting(self.sample_rate), block.T, axis=-1,
+                                              zi=self.filter_state)
+        squares = np.concatenate([self.pending_step, np.square(weighted)], axis=1)
         usable = squares.shape[1] // self.step * self.step
         self.step_energy.append(squares[:, :usable].reshape(self.channels, -1, self.step)
                                 .sum(axis=2))
@@ -121,11 +120,26 @@ def measure_file(path: str | Path) -> Levels:
     return meter.levels()
 
 
-def k_weighted(data: np.ndarray, sample_rate: int) -> np.ndarray:
-    """BS.1770's K-weighting (torchaudio's two biquads), ``[T, C] -> [C, T]``."""
-    x = torch.from_numpy(np.ascontiguousarray(data.T))
-    x = AF.treble_biquad(x, sample_rate, 4.0, 1500.0, 1 / math.sqrt(2))
-    return AF.highpass_biquad(x, sample_rate, 38.0, 0.5).numpy()
+@lru_cache(maxsize=None)
+def k_weighting(sample_rate: int) -> np.ndarray:
+    """BS.1770's K-weighting at any rate, as second-order sections: a high
+    shelf of +4 dB at 1500 Hz (Q 1/sqrt 2) and a high-pass at 38 Hz (Q 0.5),
+    with the Audio EQ Cookbook's formulas (as torchaudio's ``loudness``
+    builds them; at 48 kHz they match BS.1770's published coefficients)."""
+    w0 = 2 * math.pi * 1500.0 / sample_rate
+    alpha, gain = math.sin(w0) / 2 * math.sqrt(2), 10 ** (4.0 / 40)
+    rooted, cosine = 2 * math.sqrt(gain) * alpha, math.cos(w0)
+    shelf = [gain * ((gain + 1) + (gain - 1) * cosine + rooted),
+             -2 * gain * ((gain - 1) + (gain + 1) * cosine),
+             gain * ((gain + 1) + (gain - 1) * cosine - rooted),
+             (gain + 1) - (gain - 1) * cosine + rooted,
+             2 * ((gain - 1) - (gain + 1) * cosine),
+             (gain + 1) - (gain - 1) * cosine - rooted]
+    w0 = 2 * math.pi * 38.0 / sample_rate
+    alpha, cosine = math.sin(w0) / 2 / 0.5, math.cos(w0)
+    highpass = [(1 + cosine) / 2, -1 - cosine, (1 + cosine) / 2, 1 + alpha, -2 * cosine, 1 - alpha]
+    return np.array([[*section[:3], *section[3:]] for section in (shelf, highpass)]) \
+        / np.array([[section[3]] * 6 for section in (shelf, highpass)])
 
 
 def _noise_and_snr(levels: Levels, frame_power: np.ndarray) -> None:

@@ -1,10 +1,12 @@
-"""What a worker does with a batch of chunks: read, resample, enhance, resample
-back, shape (channels, attenuation limit, dry mix).
+"""The enhancement stage, as pool tasks: read chunks, resample, enhance,
+resample back, shape (channels, attenuation limit, dry mix); and the
+whole-file statistics pre-pass a backend may need before its chunks.
 
 Workers are handed picklable :class:`ChunkTask` lists and the backend's
-:class:`~engine.backends.BackendSpec`; each worker process builds a backend
-once and keeps it for every later chunk, and sets its torch thread count once
-so that N workers share the cores instead of oversubscribing them.
+:class:`~denoise.engine.backends.BackendSpec`; each worker process builds a
+backend once (its model loads on first use) and keeps it for every later
+chunk, and sets its torch thread count once so that N workers share the
+cores instead of oversubscribing them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from denoise.engine import backends
-from denoise.engine.audio_io import read_frames
+from denoise.engine.audio_io import channel_std, read_frames
 from denoise.engine.bands import extend_band, limit_attenuation, linked_gains
 from denoise.engine.choices import CHANNEL_MODES
 from denoise.engine.chunking import Chunk
@@ -38,6 +40,7 @@ except (OSError, AttributeError):
 _worker_backends: dict[tuple, backends.Backend] = {}
 _builds: dict[tuple, int] = {}
 _building = threading.Lock()
+_set_up = False
 
 
 @dataclass(frozen=True)
@@ -75,18 +78,39 @@ def keep_memory_flat() -> None:
         _libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
 
+def worker_setup(threads: int) -> None:
+    """Once per process, before its first task: the memory policy and the
+    torch threads it may use."""
+    global _set_up
+    with _building:
+        if not _set_up:
+            keep_memory_flat()
+            torch.set_num_threads(threads)
+            _set_up = True
+
+
 def worker_backend(spec: backends.BackendSpec, threads: int,
                    built: backends.Backend | None = None) -> backends.Backend:
     """The backend for ``spec`` in this process, built on first use (or
     ``built``, when the caller already has one: a model is loaded once)."""
+    worker_setup(threads)
     key = spec.key()
     with _building:  # a Dask worker runs tasks in threads: build once, not once each
         if key not in _worker_backends:
-            keep_memory_flat()
-            torch.set_num_threads(threads)
             _worker_backends[key] = built or backends.build(spec)
             _builds[key] = _builds.get(key, 0) + (built is None)
     return _worker_backends[key]
+
+
+def file_statistics(path: str, info, mix: bool, threads: int) -> tuple[np.ndarray | None,
+                                                                         str | None]:
+    """The pre-pass: each channel's (or the mono mix's) standard deviation
+    over the whole file; or why the file cannot be read."""
+    worker_setup(threads)
+    try:
+        return channel_std(Path(path), info, mix), None
+    except FileError as error:
+        return None, error.cause
 
 
 @dataclass(frozen=True)
@@ -163,7 +187,7 @@ def enhance_batch(backend: backends.Backend,
             stacked = torch.cat([F.pad(rows[i], (0, longest - rows[i].shape[-1]))
                                  for i in members])
             std = None
-            if backend.uses_file_std:
+            if backend.needs_file_std:
                 std = np.concatenate([signals[i][2] for i in members])
             out = backend.enhance(stacked, rate, std).cpu()
             for i, part in zip(members, out.split([rows[i].shape[0] for i in members])):

@@ -7,141 +7,175 @@ Each channel's waveform is drawn in its own colour; the spectrogram shows
 the channels' mean power (not the power of their mean, which would cancel
 out-of-phase content) and says so.
 
-A 2-hour file plots as fast as a short one: the waveform is drawn as the
-minimum and maximum of each of ``COLUMNS`` spans (read in blocks), and the
-spectrogram from one windowed frame read at each of ``COLUMNS`` evenly spaced
-times, so the cost and memory do not grow with the file.
+The data are gathered while the file is read or written for another reason
+(:class:`PlotMeter`, block by block): the waveform as the minimum and
+maximum of each of ``COLUMNS`` spans, the spectrogram from one windowed
+frame at each of ``COLUMNS`` evenly spaced times. So a 2-hour file costs as
+little memory as a short one, and drawing needs no pass of its own.
 """
 
 from __future__ import annotations
 
-import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+
+from denoise.engine.dsp import frame_length
 
 COLUMNS = 1200
-FRAME_S = 0.032
-BLOCK_FRAMES = 1 << 20
+ROWS = 400  # of the log-frequency image
 FLOOR_DB = -120.0
 LOWEST_HZ = 50.0
 CHANNEL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 
 
-def envelope(path: str | Path, columns: int = COLUMNS) -> tuple[np.ndarray, np.ndarray, float]:
-    """Minimum and maximum of each channel over ``columns`` equal spans,
-    ``[C, columns]`` each, and the duration in seconds."""
+@dataclass
+class PlotData:
+    """One side's picture: waveform envelope ``[C, columns]`` each, the
+    spectrogram in dBFS ``[n_fft // 2 + 1, columns]``, and what they cover."""
+
+    low: np.ndarray
+    high: np.ndarray
+    spectrum_db: np.ndarray
+    sample_rate: int
+    duration_s: float
+    channels: int
+
+
+class PlotMeter:
+    """Gathers :class:`PlotData` from a signal given in order, ``[T, C]``
+    blocks, whose total length ``frames`` is known in advance."""
+
+    def __init__(self, frames: int, sample_rate: int, channels: int, columns: int = COLUMNS):
+        self.frames, self.sample_rate, self.channels = frames, sample_rate, channels
+        spans = max(1, min(columns, frames))
+        self.edges = np.linspace(0, frames, spans + 1).astype(np.int64)
+        self.low = np.full((channels, spans), np.inf)
+        self.high = np.full((channels, spans), -np.inf)
+        self.n_fft = frame_length(sample_rate)
+        self.window = np.hanning(self.n_fft).astype(np.float32)
+        count = max(1, min(columns, frames // self.n_fft or 1))
+        self.starts = np.linspace(0, max(0, frames - self.n_fft), count).astype(np.int64)
+        self.power = np.zeros((self.n_fft // 2 + 1, count), dtype=np.float32)
+        self.next_frame = 0
+        self.position = 0
+        self.carry = np.zeros((0, channels), dtype=np.float32)  # for frames across blocks
+
+    def add(self, block: np.ndarray) -> None:
+        start, stop = self.position, self.position + len(block)
+        self._envelope(block, start, stop)
+        joined = np.concatenate([self.carry, block])
+        offset = start - len(self.carry)  # the file position of joined[0]
+        frames = []
+        while self.next_frame < len(self.starts) and \
+                min(self.starts[self.next_frame] + self.n_fft, self.frames) <= stop:
+            begin = self.starts[self.next_frame] - offset
+            frame = joined[begin:begin + self.n_fft]
+            frames.append(np.pad(frame, ((0, self.n_fft - len(frame)), (0, 0))))
+            self.next_frame += 1
+        if frames:
+            first = self.next_frame - len(frames)
+            spectra = np.fft.rfft(np.stack(frames) * self.window[None, :, None], axis=1)
+            self.power[:, first:self.next_frame] = (np.abs(spectra) ** 2).mean(axis=2).T
+        self.carry = joined[-(self.n_fft - 1):] if self.n_fft > 1 else joined[:0]
+        self.position = stop
+
+    def _envelope(self, block: np.ndarray, start: int, stop: int) -> None:
+        """Per span the block touches: the minimum and maximum per channel."""
+        first = int(np.searchsorted(self.edges, start, side="right") - 1)
+        last = min(int(np.searchsorted(self.edges, stop, side="left")), self.low.shape[1])
+        if first >= last:
+            return
+        bounds = np.clip(self.edges[first:last], start, stop) - start
+        low = np.minimum.reduceat(block, bounds, axis=0).T
+        high = np.maximum.reduceat(block, bounds, axis=0).T
+        self.low[:, first:last] = np.minimum(self.low[:, first:last], low)
+        self.high[:, first:last] = np.maximum(self.high[:, first:last], high)
+
+    def data(self) -> PlotData:
+        low = np.where(np.isfinite(self.low), self.low, 0)
+        high = np.where(np.isfinite(self.high), self.high, 0)
+        power = self.power * 4 / self.window.sum() ** 2  # a sine of amplitude A: A**2 in its bin
+        decibels = 10 * np.log10(np.maximum(power, 10 ** (FLOOR_DB / 10)))
+        return PlotData(low, high, decibels, self.sample_rate,
+                        self.frames / self.sample_rate if self.sample_rate else 0.0,
+                        self.channels)
+
+
+def plot_data(path: str | Path) -> PlotData:
+    """The picture data of a file, read once in blocks."""
+    import soundfile as sf
+
     with sf.SoundFile(str(path)) as audio:
-        frames, rate, channels = audio.frames, audio.samplerate, audio.channels
-        columns = max(1, min(columns, frames))
-        edges = np.linspace(0, frames, columns + 1).astype(np.int64)
-        low = np.full((channels, columns), np.inf)
-        high = np.full((channels, columns), -np.inf)
-        start = 0
-        for block in audio.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
-            stop = start + len(block)
-            # the spans this block touches, clipped to the block
-            first = np.searchsorted(edges, start, side="right") - 1
-            last = np.searchsorted(edges, stop, side="left")
-            for column in range(first, min(last, columns)):
-                span = block[max(edges[column], start) - start: min(edges[column + 1], stop) - start]
-                if len(span):
-                    low[:, column] = np.minimum(low[:, column], span.min(axis=0))
-                    high[:, column] = np.maximum(high[:, column], span.max(axis=0))
-            start = stop
-    low[~np.isfinite(low)] = 0
-    high[~np.isfinite(high)] = 0
-    return low, high, frames / rate if rate else 0.0
+        meter = PlotMeter(audio.frames, audio.samplerate, audio.channels)
+        for block in audio.blocks(blocksize=1 << 20, dtype="float32", always_2d=True):
+            meter.add(block)
+    return meter.data()
 
 
-def fft_size(rate: int) -> int:
-    """About 32 ms: the next power of two."""
-    return 1 << max(4, math.ceil(math.log2(FRAME_S * rate)))
-
-
-def spectrogram(path: str | Path, columns: int = COLUMNS) -> tuple[np.ndarray, int, float, int]:
-    """Power in dBFS ``[n_fft // 2 + 1, columns]`` of Hann-windowed frames
-    read at evenly spaced times, averaged over the channels (a full-scale
-    sine reads 0 dBFS at its frequency); returns it, the sample rate, the
-    duration and the number of channels."""
-    with sf.SoundFile(str(path)) as audio:
-        frames, rate, channels = audio.frames, audio.samplerate, audio.channels
-        n_fft = fft_size(rate)
-        window = np.hanning(n_fft).astype(np.float32)
-        columns = max(1, min(columns, frames // n_fft or 1))
-        starts = np.linspace(0, max(0, frames - n_fft), columns).astype(np.int64)
-        power = np.empty((n_fft // 2 + 1, columns), dtype=np.float32)
-        for column, start in enumerate(starts):
-            audio.seek(int(start))
-            frame = audio.read(n_fft, dtype="float32", always_2d=True)
-            frame = np.pad(frame, ((0, n_fft - len(frame)), (0, 0)))
-            spectrum = np.fft.rfft(frame * window[:, None], axis=0)
-            power[:, column] = (np.abs(spectrum) ** 2).mean(axis=1)
-    power *= 4 / window.sum() ** 2  # a sine of amplitude A -> A**2 in its bin
-    decibels = 10 * np.log10(np.maximum(power, 10 ** (FLOOR_DB / 10)))
-    return decibels, rate, frames / rate, channels
-
-
-def plot_file(before: str | Path, after: str | Path, png: str | Path, title: str) -> Path:
-    """Write the before/after figure of ``before`` and ``after`` to ``png``
-    (under a temporary name, renamed when complete)."""
+def plot_file(before: PlotData, after: PlotData, png: str | Path, title: str) -> Path:
+    """Write the before/after figure to ``png`` (under a temporary name,
+    renamed when complete)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-    from matplotlib.ticker import FuncFormatter
 
-    waves = [envelope(path) for path in (before, after)]
-    spectra = [spectrogram(path) for path in (before, after)]
-    limit = max(1e-6, *(max(abs(low).max(), abs(high).max()) for low, high, _ in waves))
-    top = max(spectrum.max() for spectrum, *_ in spectra)
-    figure, axes = plt.subplots(2, 2, figsize=(14, 7), sharex=True, constrained_layout=True)
+    from denoise.engine.audio_io import replacing
+
+    sides = (before, after)
+    limit = max(1e-6, *(max(abs(side.low).max(), abs(side.high).max()) for side in sides))
+    top = max(side.spectrum_db.max() for side in sides)
+    figure, axes = plt.subplots(2, 2, figsize=(14, 7), sharex=True)
+    figure.subplots_adjust(left=0.06, right=0.9, bottom=0.08, top=0.9, wspace=0.15, hspace=0.12)
     figure.suptitle(title)
-    for column, label in enumerate(("before", "after")):
-        low, high, duration = waves[column]
-        times = np.linspace(0, duration, low.shape[1])
-        wave_axis = axes[0, column]
-        for channel in range(low.shape[0]):
-            wave_axis.fill_between(times, low[channel], high[channel], linewidth=0.3,
-                                   color=CHANNEL_COLOURS[channel % len(CHANNEL_COLOURS)],
-                                   alpha=0.6 if low.shape[0] > 1 else 1.0,
-                                   label=_channel_name(channel, low.shape[0]))
-        if 1 < low.shape[0] <= len(CHANNEL_COLOURS):
-            wave_axis.legend(loc="upper right", fontsize="small")
-        wave_axis.set_ylim(-limit, limit)
-        wave_axis.set_title(label)
-        wave_axis.set_ylabel("amplitude (full scale = 1)")
-        spectrum, rate, duration, channels = spectra[column]
-        frequencies = np.fft.rfftfreq(2 * (spectrum.shape[0] - 1), 1 / rate)
-        shown = frequencies >= LOWEST_HZ
-        times = np.linspace(0, duration, spectrum.shape[1])
-        image = axes[1, column].pcolormesh(times, frequencies[shown], spectrum[shown],
-                                           shading="nearest", cmap="magma",
-                                           vmin=top - 90, vmax=top, rasterized=True)
-        spectrum_axis = axes[1, column]
-        spectrum_axis.set_yscale("log")
-        spectrum_axis.set_ylim(LOWEST_HZ, rate / 2)
-        spectrum_axis.yaxis.set_major_formatter(FuncFormatter(_hertz))
-        spectrum_axis.set_ylabel("frequency (Hz)" + (f", mean of {channels} channels"
-                                                     if channels > 1 else ""))
-        spectrum_axis.set_xlabel("time (s)")
-    figure.colorbar(image, ax=axes[1, :], label="dBFS", shrink=0.9)
+    for column, (label, side) in enumerate(zip(("before", "after"), sides)):
+        _waveform(axes[0, column], side, limit, label)
+        image = _spectrogram(axes[1, column], side, top)
+    figure.colorbar(image, cax=figure.add_axes((0.92, 0.08, 0.012, 0.38)), label="dBFS")
     png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    temporary = png.with_name(f".{png.name}.partial.png")
-    figure.savefig(temporary, dpi=100)
+    with replacing(png) as temporary:
+        figure.savefig(temporary, dpi=100, format="png", pil_kwargs={"compress_level": 1})
     plt.close(figure)
-    os.replace(temporary, png)
     return png
+
+
+def _waveform(axis, side: PlotData, limit: float, label: str) -> None:
+    times = np.linspace(0, side.duration_s, side.low.shape[1])
+    for channel in range(side.low.shape[0]):
+        axis.fill_between(times, side.low[channel], side.high[channel], linewidth=0.3,
+                          color=CHANNEL_COLOURS[channel % len(CHANNEL_COLOURS)],
+                          alpha=0.6 if side.channels > 1 else 1.0,
+                          label=_channel_name(channel, side.channels))
+    if 1 < side.channels <= len(CHANNEL_COLOURS):
+        axis.legend(loc="upper right", fontsize="small")
+    axis.set_ylim(-limit, limit)
+    axis.set_title(label)
+    axis.set_ylabel("amplitude (full scale = 1)")
+
+
+def _spectrogram(axis, side: PlotData, top: float):
+    """The spectrogram on a log-frequency axis: the bins interpolated onto
+    ``ROWS`` log-spaced frequencies and drawn as one image (a mesh of every
+    bin draws ten times slower)."""
+    bins = np.fft.rfftfreq(2 * (side.spectrum_db.shape[0] - 1), 1 / side.sample_rate)
+    nyquist = side.sample_rate / 2
+    rows = np.geomspace(LOWEST_HZ, nyquist, ROWS)
+    picture = np.stack([np.interp(rows, bins, column) for column in side.spectrum_db.T], axis=1)
+    image = axis.imshow(picture, origin="lower", aspect="auto", cmap="magma", vmin=top - 90,
+                        vmax=top, interpolation="nearest",
+                        extent=(0, side.duration_s, np.log10(LOWEST_HZ), np.log10(nyquist)))
+    ticks = [f for f in (100, 200, 500, 1000, 2000, 5000, 10000, 20000) if f <= nyquist]
+    axis.set_yticks(np.log10(ticks), [f"{f / 1000:g}k" if f >= 1000 else str(f) for f in ticks])
+    axis.set_ylabel("frequency (Hz)" + (f", mean of {side.channels} channels"
+                                        if side.channels > 1 else ""))
+    axis.set_xlabel("time (s)")
+    return image
 
 
 def _channel_name(channel: int, channels: int) -> str:
     if channels == 2:
         return ("left", "right")[channel]
     return f"channel {channel + 1}"
-
-
-def _hertz(value: float, _position) -> str:
-    return f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"

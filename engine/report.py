@@ -2,9 +2,15 @@
 ``report.json`` (everything), ``report.csv`` (one row per file) and
 ``report.html`` (one self-contained page a producer can read).
 
-    records = [examine(result, report_dir=Path("report"), plot=True)
-               for result in batch.run()]
-    write_reports(Path("report"), records, options.describe(), wall_s)
+Measuring is the last stage of a file, in the same pool task as its
+finishing (:mod:`denoise.engine.completion`): the output's levels and
+picture are gathered as it is written, the input's in one more pass, so no
+file is read again just to be measured. A Python user gets what the command
+line gets:
+
+    measure = Measure(report_dir=Path("report"), plot=True)
+    results = list(Batch(plan.jobs, options, measure=measure).run())
+    write_reports(Path("report"), [r.report for r in results], options.describe(), wall_s)
 """
 
 from __future__ import annotations
@@ -18,15 +24,84 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from denoise.engine.audio_io import replacing
 from denoise.engine.dnsmos import SCORES as DNSMOS_SCORES
 from denoise.engine.dnsmos import dnsmos
-from denoise.engine.metrics import REFERENCE_METRICS, measure_file, reference_scores
+from denoise.engine.metrics import REFERENCE_METRICS, LevelMeter, reference_scores
+from denoise.engine.plots import PlotData, PlotMeter, plot_file
 
 LEVEL_FIELDS = ("peak_dbfs", "rms_dbfs", "clipped", "loudness_lufs", "noise_floor_dbfs",
                 "snr_db")
 CSV_FIRST = ("input", "output", "status", "error", "duration_s", "sample_rate", "channels",
              "seconds", "realtime_factor")
 SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Measure:
+    """What to measure of each finished file: levels (for a report in
+    ``report_dir``, or with any score), scores against the clean file at the
+    output's relative path under ``reference_dir``, DNSMOS, and a before /
+    after plot (in ``report_dir/plots``, or beside the output)."""
+
+    report_dir: Path | None = None
+    plot: bool = False
+    reference_dir: Path | None = None
+    dnsmos: bool = False
+
+    @property
+    def levels(self) -> bool:
+        return bool(self.report_dir or self.reference_dir or self.dnsmos)
+
+    @property
+    def wanted(self) -> bool:
+        return self.levels or self.plot
+
+
+class Meters:
+    """One side's levels and picture, gathered from ``[T, C]`` blocks in
+    order."""
+
+    def __init__(self, frames: int, sample_rate: int, channels: int, measure: Measure):
+        self.shape = (frames, sample_rate, channels)
+        self.measure = measure
+        self.reset()
+
+    def reset(self) -> None:
+        frames, sample_rate, channels = self.shape
+        self.level = LevelMeter(sample_rate, channels) if self.measure.levels else None
+        self.picture = PlotMeter(frames, sample_rate, channels) if self.measure.plot else None
+
+    def add(self, block: np.ndarray) -> None:
+        for meter in (self.level, self.picture):
+            if meter is not None:
+                meter.add(block)
+
+    def scan(self, path: str | Path) -> "Meters":
+        """Gather from a whole file, read in blocks."""
+        import soundfile as sf
+
+        with sf.SoundFile(str(path)) as audio:
+            for block in audio.blocks(blocksize=1 << 20, dtype="float32", always_2d=True):
+                self.add(block)
+        return self
+
+    def plot_data(self) -> PlotData | None:
+        return self.picture.data() if self.picture is not None else None
+
+
+@dataclass
+class Measurements:
+    """What measuring one file found: metric values, why any are missing,
+    the reference used, the plot written, and why measuring failed if it did."""
+
+    metrics: dict[str, float | int | None] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    reference: str | None = None
+    plot: str | None = None
+    problem: str | None = None
 
 
 @dataclass
@@ -51,11 +126,16 @@ class FileReport:
     problem: str | None = None  # why measuring or plotting failed, if it did
 
     @classmethod
-    def of(cls, result) -> "FileReport":
-        """The record of an engine ``FileResult``, before any measurement."""
+    def of(cls, result, measurements: Measurements | None = None,
+           sample_rate: int | None = None, channels: int | None = None) -> "FileReport":
+        """The record of an engine ``FileResult`` and what was measured."""
+        found = measurements or Measurements()
         return cls(input=result.input, output=result.output, status=result.status,
-                   error=result.error, duration_s=result.duration_s, seconds=result.seconds,
-                   realtime_factor=result.realtime_factor)
+                   error=result.error, duration_s=result.duration_s,
+                   sample_rate=sample_rate, channels=channels, seconds=result.seconds,
+                   realtime_factor=result.realtime_factor, metrics=found.metrics,
+                   missing=found.missing, reference=found.reference, plot=found.plot,
+                   problem=found.problem)
 
     def row(self) -> dict:
         """The flat CSV row: the run's fields, then every metric column."""
@@ -87,103 +167,81 @@ def _compared(metrics) -> list[str]:
     return [f"{metric}_{side}" for metric in metrics for side in ("in", "out", "delta")]
 
 
-def measure(result, reference: Path | None = None, dnsmos: bool = False) -> FileReport:
-    """A :class:`FileReport` for a finished ``result`` (an engine
-    ``FileResult``): the input and output are read again, in blocks.
-    ``reference`` is the clean file to score against, if any; ``dnsmos``
-    adds DNSMOS P.835 scores of both sides."""
-    report = FileReport.of(result)
-    if result.status != "done" or result.output == "-" or result.input == "-":
-        return report
-    import soundfile as sf
+def measure(source: str, output: str, relative: str, measure: Measure, title: str,
+            gain_db: float | None, before: Meters, after: Meters) -> Measurements:
+    """Measure one finished file from its two sides' meters (already fed),
+    and score it against its reference and with DNSMOS where asked; draw the
+    plot. A failure here is recorded in ``problem``: the enhanced file stays."""
+    found = Measurements()
+    try:
+        if measure.levels:
+            _levels(found, before.level.levels(), after.level.levels(), gain_db)
+        if measure.reference_dir is not None:
+            _scores(found, reference_for(relative, measure.reference_dir), source, output)
+        if measure.dnsmos:
+            _add_dnsmos(found, source, output)
+        if measure.plot:
+            found.plot = str(plot_file(before.plot_data(), after.plot_data(),
+                                       plot_path(output, relative, measure.report_dir), title))
+    except Exception as error:  # noqa: BLE001 - one file's report must not stop the batch
+        return Measurements(problem=f"could not measure or plot ({type(error).__name__}: "
+                                    f"{error})")
+    return found
 
-    info = sf.info(result.input)
-    report.sample_rate, report.channels = info.samplerate, info.channels
-    for side, path in (("in", result.input), ("out", result.output)):
-        levels = measure_file(path)
+
+def _levels(found: Measurements, before, after, gain_db: float | None) -> None:
+    for side, levels in (("in", before), ("out", after)):
         for name in LEVEL_FIELDS:
             key = f"{name}_{side}"
-            report.metrics[key] = getattr(levels, name)
+            found.metrics[key] = getattr(levels, name)
             if name in levels.missing:
-                report.missing[key] = levels.missing[name]
-    floor_in, floor_out = (report.metrics[f"noise_floor_dbfs_{side}"] for side in ("in", "out"))
+                found.missing[key] = levels.missing[name]
+    floor_in, floor_out = (found.metrics[f"noise_floor_dbfs_{side}"] for side in ("in", "out"))
     # A loudness target raises or lowers the whole file, the noise floor with
     # it: the reduction is counted net of that gain, which is reported too.
-    gain = result.gain_db or 0.0
-    report.metrics["noise_reduction_db"] = (floor_in - floor_out + gain
-                                            if None not in (floor_in, floor_out) else None)
-    if result.gain_db is not None:
-        report.metrics["loudness_gain_db"] = result.gain_db
-    if report.metrics["noise_reduction_db"] is None:
-        report.missing["noise_reduction_db"] = "no noise floor on one side"
-    if reference is not None:
-        report.reference = str(reference)
-        if not reference.is_file():
-            reason = f"no reference file {reference}"
-            for column in _compared(REFERENCE_METRICS):
-                report.metrics[column] = None
-                report.missing[column] = reason
-        else:
-            scores, missing = reference_scores(reference, result.input, result.output)
-            for column in _compared(REFERENCE_METRICS):
-                report.metrics[column] = scores.get(column)
-            report.missing.update(missing)
-    if dnsmos:
-        _add_dnsmos(report, result.input, result.output)
-    return report
+    found.metrics["noise_reduction_db"] = (floor_in - floor_out + (gain_db or 0.0)
+                                           if None not in (floor_in, floor_out) else None)
+    if found.metrics["noise_reduction_db"] is None:
+        found.missing["noise_reduction_db"] = "no noise floor on one side"
+    if gain_db is not None:
+        found.metrics["loudness_gain_db"] = gain_db
 
 
-def _add_dnsmos(report: FileReport, before: str, after: str) -> None:
+def _scores(found: Measurements, reference: Path, source: str, output: str) -> None:
+    found.reference = str(reference)
+    if not reference.is_file():
+        scores, missing = {}, {column: f"no reference file {reference}"
+                               for column in _compared(REFERENCE_METRICS)}
+    else:
+        scores, missing = reference_scores(reference, source, output)
+    for column in _compared(REFERENCE_METRICS):
+        found.metrics[column] = scores.get(column)
+    found.missing.update(missing)
+
+
+def _add_dnsmos(found: Measurements, before: str, after: str) -> None:
     sides = {"in": dnsmos(before), "out": dnsmos(after)}
     for score in DNSMOS_SCORES:
         values = {}
         for side, (scores, reason) in sides.items():
             values[side] = scores.get(score)
             if reason is not None:
-                report.missing[f"dnsmos_{score}_{side}"] = reason
+                found.missing[f"dnsmos_{score}_{side}"] = reason
         values["delta"] = (values["out"] - values["in"]
                            if None not in (values["in"], values["out"]) else None)
         if values["delta"] is None:
-            report.missing[f"dnsmos_{score}_delta"] = "not scored on one side"
+            found.missing[f"dnsmos_{score}_delta"] = "not scored on one side"
         for side, value in values.items():
-            report.metrics[f"dnsmos_{score}_{side}"] = value
+            found.metrics[f"dnsmos_{score}_{side}"] = value
 
 
-def examine(result, *, report_dir: Path | None = None, plot: bool = False,
-            reference_dir: Path | None = None, dnsmos: bool = False,
-            title: str = "") -> FileReport:
-    """Measure (and plot) one finished file (an engine ``FileResult``).
-
-    Levels are measured with ``report_dir``, ``reference_dir`` or
-    ``dnsmos``; scores against the clean file at the same relative path
-    under ``reference_dir``; DNSMOS with ``dnsmos``. The plot goes to
-    ``report_dir/plots/<output's relative path>.png``, or without a report
-    beside the output as ``<output name>.png``. A failure here is recorded
-    in ``problem`` and leaves the enhanced file as it is."""
-    clean = reference_for(result.relative, reference_dir) if reference_dir else None
-    record = FileReport.of(result)
-    try:
-        if report_dir is not None or reference_dir is not None or dnsmos:
-            record = measure(result, clean, dnsmos)
-        if plot and result.status == "done":
-            from denoise.engine.plots import plot_file
-
-            record.plot = str(plot_file(result.input, result.output,
-                                        plot_path(result, report_dir), title))
-    except Exception as error:  # noqa: BLE001 - one file's report must not stop the batch
-        record = FileReport.of(result)
-        record.problem = f"could not measure or plot ({type(error).__name__}: {error})"
-    return record
-
-
-def plot_path(result, report_dir: Path | None) -> Path:
+def plot_path(output: str, relative: str, report_dir: Path | None) -> Path:
     """Where a file's plot goes: named after the whole output name, so that
     ``take.wav`` and ``take.flac`` (or ``a/take.wav`` and ``b/take.wav``
     under a report) never share one picture."""
     if report_dir is None:
-        output = Path(result.output)
-        return output.with_name(output.name + ".png")
-    return report_dir / "plots" / f"{result.relative}.png"
+        return Path(output).with_name(Path(output).name + ".png")
+    return report_dir / "plots" / f"{relative}.png"
 
 
 def reference_for(relative: str, reference_dir: Path) -> Path:
@@ -215,10 +273,10 @@ def write_reports(folder: Path, reports: list[FileReport], settings: dict[str, s
         "files": [asdict(report) for report in reports],
     }
     paths = {name: folder / f"report.{name}" for name in ("json", "csv", "html")}
-    _write_atomically(paths["json"], json.dumps(document, indent=2, default=_json_value)
+    _write_text(paths["json"], json.dumps(document, indent=2, default=_json_value)
                       + "\n")
-    _write_atomically(paths["csv"], _csv_text(reports, columns))
-    _write_atomically(paths["html"], _html(folder, reports, columns, summary, settings))
+    _write_text(paths["csv"], _csv_text(reports, columns))
+    _write_text(paths["html"], _html(folder, reports, columns, summary, settings))
     return paths
 
 
@@ -279,10 +337,9 @@ def _json_value(value):
     return str(value)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+def _write_text(path: Path, text: str) -> None:
+    with replacing(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def _csv_text(reports: list[FileReport], columns: list[str]) -> str:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from bench.pairs import load_mono, mix_at_snr
-from denoise.engine.finishing import FULL_SCALE, Limiter, true_peak
+from denoise.engine.dsp import FULL_SCALE
+from denoise.engine.finishing import Limiter, true_peak
 from denoise.engine.metrics import measure_file
 from denoise.engine.runlog import LOG_NAME
 

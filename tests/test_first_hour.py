@@ -158,18 +158,20 @@ def test_a_noise_file_that_is_not_audio_is_one_usage_error_before_anything_runs(
 
 
 def test_a_small_batch_runs_in_this_process_and_a_big_one_in_workers(tmp_path, monkeypatch):
+    from denoise.engine.schedule import Run
+
     for index in range(4):
         write_audio(tmp_path / "in" / f"{index}.wav", frames=16000 * 5, seed=index)
     jobs = plan_jobs([str(tmp_path / "in")], str(tmp_path / "out")).jobs
     batch = Batch(jobs, BatchOptions(log=None))
-    assert batch._pool_size() == 1
     assert all(result.status == "done" for result in batch.run())
-    assert set(batch.builds_per_worker) == {os.getpid()}
+    assert set(batch.builds_per_worker) == {os.getpid()}  # no worker process started
     monkeypatch.setattr("denoise.engine.batch.default_jobs", lambda: 2)
-    batch = Batch(jobs, BatchOptions(log=None, existing="overwrite"))
-    batch.backend.compute_s_per_audio_s = 1.0  # 20 s of work: worth two workers
-    assert batch._pool_size() == 2
-    batch.close()
+    run = Run(Batch(jobs, BatchOptions(log=None, existing="overwrite")))
+    assert run._pool_size() == 1
+    run.backend.compute_s_per_audio_s = 1.0  # 20 s of work: worth two workers
+    assert run._pool_size() == 2
+    run.close()
 
 
 def _start_long_run(tmp_path, jobs: int) -> tuple[subprocess.Popen, Path]:
@@ -238,18 +240,17 @@ def test_the_report_reads_as_a_person_would(tmp_path):
 
 
 def test_plots_show_each_channel_and_read_in_dbfs(tmp_path):
-    from denoise.engine.plots import envelope, spectrogram
+    from denoise.engine.plots import plot_data
 
     rate = 48000
     t = np.arange(rate) / rate
     centred = 43 * rate / 2048  # on an FFT bin: no scalloping loss
     stereo = np.stack([np.sin(2 * np.pi * centred * t), np.zeros(rate)], axis=1)
     sf.write(str(tmp_path / "s.wav"), stereo.astype(np.float32), rate, subtype="FLOAT")
-    low, high, _ = envelope(tmp_path / "s.wav")
-    assert low.shape[0] == 2 and high[0].max() > 0.99 and np.all(high[1] == 0)
+    data = plot_data(tmp_path / "s.wav")
+    assert data.low.shape[0] == 2 and data.high[0].max() > 0.99 and np.all(data.high[1] == 0)
     sf.write(str(tmp_path / "m.wav"), stereo[:, 0].astype(np.float32), rate, subtype="FLOAT")
-    decibels, *_ = spectrogram(tmp_path / "m.wav")
-    assert decibels.max() == pytest.approx(0.0, abs=0.05)  # a full-scale sine: 0 dBFS
+    assert plot_data(tmp_path / "m.wav").spectrum_db.max() == pytest.approx(0.0, abs=0.05)
 
 
 def test_progress_ends_exactly_at_the_total(tmp_path):

@@ -1,42 +1,100 @@
-"""Backends: a name, the sample rate they work at, and a batch ``enhance``.
+"""Backends: the contract the engine holds a speech enhancer to, and the
+registry of those it has.
 
-A backend is built from a picklable :class:`BackendSpec` so each worker
-process builds it once and reuses it for every chunk it is handed. Adding a
-backend is one module plus one line in :data:`FACTORIES`.
+A backend is one module holding a class that satisfies :class:`Backend`,
+with its settings as a frozen dataclass in the class attribute ``Options``;
+adding one is that module and one line in :data:`REGISTRY` (a test adds one
+that exists nowhere else and runs it through the command line).
+
+Building a backend is cheap: it knows everything the engine asks before
+any audio is read (rates, context, cost) from its options alone. A model's
+weights are loaded on the first :meth:`Backend.enhance`, in the process
+that enhances, so neither a run's parent process nor ``--dry-run`` ever
+loads one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol
+from importlib import import_module
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
+# name -> "module:Class". The first is the default method.
+REGISTRY: dict[str, str] = {
+    "spectral": "denoise.engine.backends.spectral:SpectralBackend",
+    "demucs": "denoise.engine.backends.demucs:DemucsBackend",
+}
 
-class Backend(Protocol):
-    """What the pipeline needs from a backend.
 
-    ``sample_rate`` is the rate ``enhance`` expects, or ``None`` for any rate.
-    ``context_frames`` says how much real signal (in samples at the rate given)
-    the backend needs before and after a chunk for the chunk's output to match
-    a whole-file run. ``segment_s`` is the chunk length it prefers: longer
-    chunks repeat that context less often and hold more memory.
-    ``compute_s_per_audio_s`` is what one second of one channel costs on one
-    CPU thread, so the batch can tell whether worker processes pay off.
-    ``enhance`` maps mono signals ``[N, T] -> [N, T]``.
+class Stream(Protocol):
+    """One causal enhancement in progress, fed in blocks as they arrive.
+
+    ``feed`` takes the next ``[C, n]`` samples at the stream's rate and
+    returns what is ready, ``[C, m]``; ``flush`` returns the rest at the end.
+    Fed in any block sizes, the output is the same; all of it, delayed by
+    ``latency_samples``, is the input's length.
     """
 
+    latency_samples: int
+
+    def feed(self, block: np.ndarray) -> np.ndarray: ...
+
+    def flush(self) -> np.ndarray: ...
+
+
+class Backend(Protocol):
+    """What the engine needs of a backend.
+
+    - ``sample_rate``: the rate :meth:`enhance` works at, or ``None`` for any
+      (inputs are resampled to it and back).
+    - ``segment_s``: the chunk length it prefers (longer chunks repeat their
+      context less often and hold more memory); ``compute_s_per_audio_s``:
+      what a second of one channel costs on one CPU thread, so the batch can
+      tell whether worker processes pay off.
+    - ``owns_gain_floor``: its options have an ``atten_lim_db`` that it
+      applies itself; otherwise the engine's STFT floor limits attenuation.
+    - ``needs_file_std``: :meth:`enhance` wants each channel's standard
+      deviation over the whole file (a pre-pass the engine runs in the pool).
+    - ``causal``: the output at a time depends on the input up to it only,
+      so :meth:`stream` can run it live.
+    - ``context_frames(rate)``: real signal (samples at ``rate``) it needs
+      before and after a chunk for the chunk to match a whole-file run;
+      ``alignment(rate)``: chunks start on multiples of this, its frame grid.
+    - ``chunks_per_call(chunk_s)``: chunks to stack into one :meth:`enhance`
+      (more than one only where that is faster, as on a GPU).
+    - ``prepare()``: make sure what it needs is at hand (a model downloaded
+      once), without loading it; called once before a run, never for a
+      dry run. Raises a :class:`~denoise.engine.errors.UsageError` that stops
+      the run if it cannot be had.
+    - ``enhance(audio [N, T], rate, file_std [N] | None) -> [N, T]``.
+    - ``stream(rate, channels) -> Stream`` for a causal backend.
+    """
+
+    Options: ClassVar[type]
     name: str
     sample_rate: int | None
     segment_s: float
     compute_s_per_audio_s: float
+    owns_gain_floor: bool
+    needs_file_std: bool
+    causal: bool
 
     def context_frames(self, sample_rate: int) -> tuple[int, int]: ...
 
+    def alignment(self, sample_rate: int) -> int: ...
+
+    def chunks_per_call(self, chunk_s: float) -> int: ...
+
+    def prepare(self) -> None: ...
+
     def enhance(self, audio: torch.Tensor, sample_rate: int,
                 file_std: np.ndarray | None = None) -> torch.Tensor: ...
+
+    def stream(self, sample_rate: int, channels: int) -> Stream: ...
 
 
 @dataclass(frozen=True)
@@ -50,48 +108,24 @@ class BackendSpec:
         return (self.name, tuple(sorted((k, str(v)) for k, v in self.options.items())))
 
 
-def _spectral(options: dict) -> Backend:
-    from denoise.engine.backends.spectral import SpectralBackend, SpectralOptions
+def backend_class(name: str) -> type:
+    """The class registered as ``name``."""
+    try:
+        module, _, attribute = REGISTRY[name].partition(":")
+    except KeyError:
+        from denoise.engine.errors import UsageError
 
-    return SpectralBackend(SpectralOptions(**options))
-
-
-def _demucs(options: dict) -> Backend:
-    from denoise.engine.backends.demucs import DemucsBackend, DemucsOptions
-
-    return DemucsBackend(DemucsOptions(**options))
-
-
-FACTORIES: dict[str, Callable[[dict], Backend]] = {
-    "spectral": _spectral,
-    "demucs": _demucs,
-}
-
-
-# Backends whose own gain floor is the attenuation limit (``atten_lim_db``
-# among their options); the others get the pipeline's STFT floor.
-OWN_GAIN_FLOOR = frozenset({"spectral"})
-
-
-def default_atten_lim_db(name: str) -> float | None:
-    """The attenuation limit a method uses when none is asked for."""
-    if name == "spectral":
-        from denoise.engine.backends.spectral import SpectralOptions
-
-        return SpectralOptions().atten_lim_db
-    return None
-
-
-def available() -> list[str]:
-    return sorted(FACTORIES)
+        raise UsageError(f"unknown method {name!r}; choose from {', '.join(REGISTRY)}") from None
+    return getattr(import_module(module), attribute)
 
 
 def build(spec: BackendSpec) -> Backend:
     """Instantiate the backend ``spec`` names; options are validated here."""
-    try:
-        factory = FACTORIES[spec.name]
-    except KeyError:
-        from denoise.engine.errors import UsageError
+    cls = backend_class(spec.name)
+    return cls(cls.Options(**spec.options))
 
-        raise UsageError(f"unknown method {spec.name!r}; choose from {', '.join(available())}")
-    return factory(dict(spec.options))
+
+def default_atten_lim_db(name: str) -> float | None:
+    """The attenuation limit a method uses when none is asked for."""
+    cls = backend_class(name)
+    return cls.Options().atten_lim_db if cls.owns_gain_floor else None

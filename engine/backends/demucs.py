@@ -16,9 +16,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
-import os
-import tempfile
 import urllib.request
+import zipfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from denoise.engine.audio_io import replacing
 from denoise.engine.backends.demucs_model import Demucs
-from denoise.engine.errors import UsageError
+from denoise.engine.errors import FileError, UsageError
 
 ROOT = "https://dl.fbaipublicfiles.com/adiyoss/denoiser/"
 
@@ -96,12 +96,10 @@ def download(name: str, on_progress: Callable[[int, int | None], None] | None = 
     target = cached_path(name)
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial",
-                                         dir=target.parent)
     try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(model.url, timeout=60) as src:
+        with replacing(target) as temporary, open(temporary, "wb") as out, \
+                urllib.request.urlopen(model.url, timeout=60) as src:
             total = int(src.headers.get("Content-Length") or 0) or None
             done = 0
             while block := src.read(1 << 20):
@@ -110,9 +108,7 @@ def download(name: str, on_progress: Callable[[int, int | None], None] | None = 
                 done += len(block)
                 if on_progress is not None:
                     on_progress(done, total)
-        os.replace(temporary, target)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
+    except (OSError, FileError) as error:
         reason = getattr(error, "reason", None) or error
         raise ModelError(f"cannot download model {name} from {model.url} ({reason}); pass "
                          f"--weights PATH, or run `denoise --download-model {name}` on a "
@@ -135,12 +131,14 @@ def check_name_hash(file_name: str, sha256: str) -> bool:
     return False
 
 
-def read_checkpoint(path: Path) -> tuple[dict, dict | None]:
-    """(state_dict, architecture from the file or None) from ``path``."""
+def read_checkpoint(path: Path, mmap: bool = False) -> tuple[dict, dict | None]:
+    """(state_dict, architecture from the file or None) from ``path``; with
+    ``mmap`` the tensors are mapped, not read (for the architecture alone)."""
     try:
         with torch.serialization.safe_globals(
                 [(_PickledClassName, name) for name in _CLASS_NAMES]):
-            package = torch.load(path, map_location="cpu", weights_only=True)
+            package = torch.load(path, map_location="cpu", weights_only=True,
+                                 mmap=mmap and zipfile.is_zipfile(path))
     except FileNotFoundError:
         raise ModelError(f"{path}: no such checkpoint file") from None
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
@@ -162,10 +160,23 @@ def read_checkpoint(path: Path) -> tuple[dict, dict | None]:
     return package, None
 
 
+def read_architecture(path: Path) -> dict | None:
+    """The architecture a checkpoint states (a training package's
+    ``kwargs``), read with its tensors mapped, not loaded; ``None`` for a
+    plain state_dict."""
+    return read_checkpoint(path, mmap=True)[1]
+
+
+def _known(architecture: dict) -> dict:
+    """The architecture's arguments that :class:`Demucs` takes (training
+    packages carry others, such as the sample rate's name in the trainer)."""
+    known = inspect.signature(Demucs).parameters
+    return {key: value for key, value in architecture.items() if key in known}
+
+
 def build_model(state: dict, architecture: dict, source: str) -> Demucs:
     """A :class:`Demucs` with ``state`` loaded strictly, in eval mode."""
-    known = inspect.signature(Demucs).parameters
-    kwargs = {key: value for key, value in architecture.items() if key in known}
+    kwargs = _known(architecture)
     try:
         # Every weight comes from the checkpoint: build without memory or
         # initialisation (0.25 s for dns64), then take the checkpoint's tensors.
@@ -234,40 +245,72 @@ class DemucsOptions:
     device: str = "cpu"
     warmup_s: float = 3.0
 
+    def describe(self) -> dict[str, str]:
+        """These settings as a person reads them."""
+        return {"model": str(self.weights or self.model), "device": self.device}
+
 
 class DemucsBackend:
-    """DEMUCS at 16 kHz; chunks are normalised by the whole file's deviation."""
+    """DEMUCS at 16 kHz; chunks are normalised by the whole file's deviation.
 
+    The network's shape comes from the pretrained table (or the checkpoint's
+    own, read without its tensors); its weights load on the first
+    :meth:`enhance`, downloading a pretrained model then if it is not cached.
+    """
+
+    Options = DemucsOptions
     name = "demucs"
     sample_rate = SAMPLE_RATE
-    uses_file_std = True
     # 60 s chunks: the warm-up repeated before each costs 5 % rather than 10 %,
     # for about 1.2 GB (dns48) per worker rather than 0.9 GB.
     segment_s = 60.0
+    owns_gain_floor = False
+    needs_file_std = True
 
     def __init__(self, options: DemucsOptions = DemucsOptions()):
         self.options = options
+        if options.model not in PRETRAINED:
+            raise ModelError(f"unknown model {options.model!r}; choose from "
+                             f"{', '.join(PRETRAINED)}")
         self.device = resolve_device(options.device)
-        self.model = load_model(options.model, options.weights).to(self.device)
+        self.architecture = (read_architecture(Path(options.weights)) if options.weights
+                             else None) or PRETRAINED[options.model].architecture
+        with torch.device("meta"):  # the shape alone: no memory, no weights
+            self.shape = Demucs(**{**_known(self.architecture), "rescale": 0})
+        self.causal = self.shape.causal
         # One CPU thread: dns48 0.12 s per second of audio, dns64 0.24 (the
         # work grows with the square of the width).
-        hidden = self.model.encoder[0][0].out_channels
-        self.compute_s_per_audio_s = 0.12 * (hidden / 48) ** 2
+        self.width = self.shape.encoder[0][0].out_channels
+        self.compute_s_per_audio_s = 0.12 * (self.width / 48) ** 2
+        self._model: Demucs | None = None
+
+    def prepare(self) -> None:
+        """Download the pretrained model once, if it is not cached (a local
+        ``weights`` file was read for its architecture already)."""
+        if self.options.weights is None and not cached_path(self.options.model).exists():
+            download(self.options.model)
+
+    @property
+    def model(self) -> Demucs:
+        """The network with its weights, loaded on first use."""
+        if self._model is None:
+            self._model = load_model(self.options.model, self.options.weights).to(self.device)
+        return self._model
 
     def context_frames(self, sample_rate: int) -> tuple[int, int]:
         """Warm-up before a chunk; after it, the look-ahead of the convolutions
         and resampling filters (the LSTM of a non-causal model sees both ways,
         so it gets the warm-up on both sides)."""
         before = round(self.options.warmup_s * sample_rate)
-        after = before if not self.model.causal else round(0.1 * sample_rate)
+        after = before if not self.causal else round(0.1 * sample_rate)
         return before, after
 
     def alignment(self, sample_rate: int) -> int:
         """Input samples (at ``sample_rate``) per LSTM step of the model."""
-        stride = self.model.total_stride * sample_rate
+        stride = self.shape.total_stride * sample_rate
         return stride // math.gcd(stride, SAMPLE_RATE)
 
-    def batch_chunks(self, chunk_s: float) -> int:
+    def chunks_per_call(self, chunk_s: float) -> int:
         """On a GPU, as many chunks as fit in half its free memory (at most
         32); on a CPU one, since the worker pool already uses every core."""
         if self.device.type != "cuda":
@@ -279,8 +322,7 @@ class DemucsBackend:
         """Peak activation memory of one chunk, estimated from the layer
         sizes: the first layers at ``resample`` times 16 kHz dominate, about
         2.5 kB per input sample for dns48, in proportion to ``hidden``."""
-        hidden = self.model.encoder[0][0].out_channels
-        return 2.5e3 * hidden / 48 * chunk_s * SAMPLE_RATE * self.model.resample / 4
+        return 2.5e3 * self.width / 48 * chunk_s * SAMPLE_RATE * self.shape.resample / 4
 
     def enhance(self, audio: torch.Tensor, sample_rate: int,
                 file_std: np.ndarray | None = None) -> torch.Tensor:

@@ -1,0 +1,83 @@
+"""Where a batch's tasks run: in this process, in local worker processes, or
+on a Dask cluster, behind one interface (a ``concurrent.futures`` executor),
+so the batch has one code path for all three.
+
+- :class:`InProcess` runs each task when it is submitted. A batch too small
+  to be worth starting workers uses it, and so do a GPU backend (one process
+  feeds the device) and standard output (only this process can write it).
+- Local workers are loky's reusable process pool from joblib: processes
+  started fresh (no fork of a process that holds torch's threads), tasks
+  and results pickled with cloudpickle, a dead worker reported as an error.
+- ``--cluster ADDRESS``: the Dask scheduler's executor; every worker must see
+  the inputs and outputs at the same paths.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections.abc import Callable
+
+from denoise.engine.errors import UsageError
+
+CONNECT_TIMEOUT_S = 10
+# Idle workers of a local pool stay this long; a batch shuts its pool down
+# at the end, so this only matters to a Python user running several.
+IDLE_S = 300
+
+
+class InProcess(cf.Executor):
+    """An executor that runs each task at once, in this process."""
+
+    workers = 1
+
+    def submit(self, fn: Callable, /, *args, **kwargs) -> cf.Future:
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as error:  # noqa: BLE001 - a task's failure is its future's
+            future.set_exception(error)
+        return future
+
+
+class LocalProcesses:
+    """``workers`` local processes (loky, through joblib)."""
+
+    def __init__(self, workers: int):
+        from joblib.externals.loky import get_reusable_executor
+
+        self.workers = workers
+        self.executor = get_reusable_executor(max_workers=workers, timeout=IDLE_S)
+
+    def submit(self, fn: Callable, /, *args) -> cf.Future:
+        return self.executor.submit(fn, *args)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the workers; with ``cancel_futures`` (an interrupted run)
+        they are killed rather than left to finish their tasks."""
+        self.executor.shutdown(wait=wait, kill_workers=cancel_futures)
+
+
+class Cluster:
+    """The Dask scheduler at ``address``: as many tasks at once as its
+    workers have threads."""
+
+    def __init__(self, address: str):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise UsageError("--cluster needs dask.distributed, which is not installed: "
+                             "pip install 'denoise[cluster]'") from None
+        try:
+            self.client = Client(address, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError) as error:
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UsageError(f"cannot reach the Dask scheduler at {address} ({first})") from None
+        self.workers = max(1, sum(self.client.nthreads().values()))
+        self.executor = self.client.get_executor(pure=False)
+
+    def submit(self, fn: Callable, /, *args) -> cf.Future:
+        return self.executor.submit(fn, *args)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.executor.shutdown(wait=wait and not cancel_futures)
+        self.client.close()

@@ -1,0 +1,342 @@
+"""Running a planned batch's stages over a pool (see :mod:`denoise.engine.batch`).
+
+Tasks are submitted in this order of preference: a file's completion (it
+ends a file and frees its staging copy), then the next chunks (or the
+statistics pre-pass) in file order. At most ``TASKS_PER_WORKER`` tasks per
+worker are in flight, so this process holds at most that many chunk outputs
+waiting to be put in order, and starts no new file while completions wait:
+memory stays bounded however slow a stage is.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from denoise.engine import backends
+from denoise.engine.audio_io import STDIO, AtomicWriter, remove_abandoned
+from denoise.engine.chunking import Chunk, OverlapAdd, plan_chunks
+from denoise.engine.completion import Completed, Completion, complete
+from denoise.engine.errors import FileError
+from denoise.engine.finishing import Output, residue_path
+from denoise.engine.pipeline import (ChunkResult, ChunkTask, Shaping, file_statistics, run_chunks,
+                                     worker_backend)
+from denoise.engine.pool import Cluster, InProcess, LocalProcesses
+
+TASKS_PER_WORKER = 2
+# Margin for the resampling filters' own reach at chunk edges.
+RESAMPLE_CONTEXT_S = 0.01
+# What a worker process costs before its first chunk: starting Python and
+# importing torch and the engine (measured 2.3-3.2 s on a 2-core machine).
+# With the default pool size, a batch gets worker processes only when its
+# work outweighs this.
+WORKER_START_S = 2.5
+
+
+@dataclass
+class _File:
+    """A file going through the stages."""
+
+    planned: object  # batch.Planned
+    chunks: list[Chunk]
+    file_std: np.ndarray | None = None
+    statistics: str = "none"  # none, asked, ready
+    submitted: int = 0  # chunks handed to the pool
+    next_index: int = 0  # the next chunk to put in place
+    waiting: dict[int, ChunkResult] = field(default_factory=dict)
+    ola: OverlapAdd = field(default_factory=OverlapAdd)
+    sink: Output | AtomicWriter | None = None
+    completing: bool = False
+    seconds: float = 0.0
+    error: str | None = None
+    done: bool = False
+
+
+class Run:
+    """One run of a batch: the pool, the files in flight, the results."""
+
+    def __init__(self, batch):
+        self.batch, options = batch, batch.options
+        self.spec = options.spec()
+        self.backend = backends.build(self.spec)  # cheap: the model loads where it enhances
+        self.backend.prepare()
+        self.shaping = Shaping(options.channels,
+                               None if self.backend.owns_gain_floor else options.atten_lim_db or None,
+                               options.dry, options.full_band)
+        self.files = [_File(planned, self._chunks(planned.info)) for planned in batch.files]
+        self.per_call = max(1, self.backend.chunks_per_call(self._longest_chunk_s()))
+        self.pool, self.threads = self._open_pool()
+        self.limit = TASKS_PER_WORKER * self.pool.workers
+        self.in_flight: dict[cf.Future, tuple[str, object]] = {}
+        self.completions: deque[_File] = deque()
+        self.cursor = 0  # the first file whose chunks are not all submitted
+        self.audio_done, self.files_done = 0.0, 0
+
+    # -- planning ------------------------------------------------------------
+
+    def _chunks(self, info) -> list[Chunk]:
+        rate = info.sample_rate
+        before, after = self.backend.context_frames(rate)
+        margin = round(RESAMPLE_CONTEXT_S * rate)
+        segment = max(1, round((self.batch.options.segment_s or self.backend.segment_s) * rate))
+        overlap = min(round(self.batch.options.overlap_s * rate), segment - 1)
+        return plan_chunks(info.frames, segment, overlap, before + margin, after + margin,
+                           align=self.backend.alignment(rate))
+
+    def _longest_chunk_s(self) -> float:
+        return max((c.read_stop - c.read_start) / f.planned.info.sample_rate
+                   for f in self.files for c in f.chunks)
+
+    def _open_pool(self):
+        """The pool and the torch threads each task may use. One process
+        where it must (a GPU batching chunks; standard output) or where
+        workers would not pay for their start."""
+        from denoise.engine.batch import default_jobs
+
+        options = self.batch.options
+        if options.cluster:
+            return Cluster(options.cluster), 1
+        jobs = self._pool_size()
+        if self.per_call > 1 or self.batch.stdout is not None or jobs == 1:
+            worker_backend(self.spec, default_jobs(), built=self.backend)
+            return InProcess(), default_jobs()
+        return LocalProcesses(jobs), max(1, default_jobs() // jobs)
+
+    def _pool_size(self) -> int:
+        """Worker processes: as asked; else one per core, as long as the
+        work is worth starting them (a process that is already running
+        finishes a small batch sooner than new workers that import torch)."""
+        from denoise.engine.batch import default_jobs
+
+        tasks = sum(len(file.chunks) for file in self.files)
+        if self.batch.options.jobs:
+            return max(1, min(self.batch.options.jobs, tasks))
+        cores = min(default_jobs(), tasks)
+        work_s = sum(file.planned.info.duration_s * (1 if self.shaping.enhances_mix
+                                                     else file.planned.info.channels)
+                     for file in self.files) * self.backend.compute_s_per_audio_s
+        # Worth it when work / n + start < work, i.e. work > start * n / (n - 1).
+        if cores < 2 or work_s <= WORKER_START_S * cores / (cores - 1):
+            return 1
+        return cores
+
+    # -- the loop ------------------------------------------------------------
+
+    def results(self, on_progress: Callable | None) -> Iterator:
+        from denoise.engine.batch import Progress
+
+        total = sum(file.planned.info.duration_s for file in self.files)
+        while True:
+            while len(self.in_flight) < self.limit and self._submit_next():
+                pass
+            if not self.in_flight:
+                return
+            done, _ = cf.wait(self.in_flight, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                kind, subject = self.in_flight.pop(future)
+                yield from self._take(kind, subject, future)
+            if on_progress is not None:
+                on_progress(Progress(self.files_done, len(self.files), self.audio_done, total))
+
+    def _submit_next(self) -> bool:
+        """Hand the pool the most useful next task; False if none is ready."""
+        if self.completions:
+            file = self.completions.popleft()
+            self._submit("complete", file, complete, self._completion(file))
+            return True
+        group: list[ChunkTask] = []
+        for file in self.files[self.cursor:]:
+            if file.error is not None or file.submitted == len(file.chunks):
+                if self.cursor < len(self.files) and file is self.files[self.cursor]:
+                    self.cursor += 1
+                continue
+            if self.backend.needs_file_std and file.statistics != "ready":
+                if group:
+                    break
+                if file.statistics == "none":
+                    file.statistics = "asked"
+                    info = file.planned.info
+                    self._submit("statistics", file, file_statistics, str(file.planned.path),
+                                 info, self.shaping.enhances_mix, self.threads)
+                    return True
+                continue  # its statistics are on their way: look further ahead for work
+            while file.submitted < len(file.chunks) and len(group) < self.per_call:
+                group.append(ChunkTask(file.planned.file_id, str(file.planned.path),
+                                       file.planned.info.sample_rate,
+                                       file.chunks[file.submitted], file.file_std))
+                file.submitted += 1
+            if len(group) == self.per_call:
+                break
+        if not group:
+            return False
+        self._submit("chunks", group, run_chunks, self.spec, self.threads, group, self.shaping)
+        return True
+
+    def _submit(self, kind: str, subject, function, *args) -> None:
+        self.batch.tasks[kind] += len(subject) if kind == "chunks" else 1
+        self.in_flight[self.pool.submit(function, *args)] = (kind, subject)
+
+    def _take(self, kind: str, subject, future: cf.Future) -> Iterator:
+        """Take a finished task's outcome; yields the files it finishes."""
+        error = future.exception()
+        if kind == "statistics":
+            file_std, cause = (None, _task_failure(error)) if error else future.result()
+            subject.file_std, subject.statistics = file_std, "ready"
+            if cause is not None:
+                yield from self._fail(subject, cause)
+        elif kind == "chunks":
+            results = ([ChunkResult(task.file_id, task.chunk, None, _task_failure(error), 0.0)
+                        for task in subject] if error else future.result())
+            for result in results:
+                yield from self._assemble(self.files[result.file_id], result)
+        else:
+            yield from self._completed(subject, Completed(error=_task_failure(error))
+                                       if error else future.result())
+
+    # -- assembly and completion --------------------------------------------
+
+    def _assemble(self, file: _File, result: ChunkResult) -> Iterator:
+        """Put one chunk's output in place; once the last is in, the file
+        goes on to completion (or is done)."""
+        pid, builds = result.worker
+        self.batch.builds_per_worker[pid] = max(builds, self.batch.builds_per_worker.get(pid, 0))
+        if file.error is not None:
+            return
+        chunk = result.chunk
+        # Each sample once: a chunk's overlap with the next is the next's.
+        self.audio_done += (chunk.keep_stop - chunk.keep_start - chunk.fade_out) \
+            / file.planned.info.sample_rate
+        file.seconds += result.seconds
+        if result.error is not None:
+            yield from self._fail(file, result.error)
+            return
+        file.waiting[chunk.index] = result
+        try:
+            while file.next_index in file.waiting:
+                ready = file.waiting.pop(file.next_index)
+                if file.sink is None:
+                    file.sink = self._sink(file)
+                file.sink.write(file.ola.add(ready.chunk, ready.kept))
+                file.next_index += 1
+            if file.next_index < len(file.chunks):
+                return
+            if isinstance(file.sink, Output):  # nothing to finish or measure
+                file.sink.finish()
+                file.sink.commit()
+                clipped, file.sink = file.sink.clipped, None
+                yield self._done(file, Completed(clipped=clipped))
+            else:
+                file.sink.close()
+                file.completing = True
+                self.completions.append(file)
+        except FileError as error:
+            yield from self._fail(file, _cause(file, error))
+        except BrokenPipeError:  # the reader of '-o -' went away: no file's fault
+            raise
+        except OSError as error:
+            yield from self._fail(file, f"{file.planned.job.output}: write failed "
+                                        f"({error.strerror or error})")
+
+    def _needs_completion(self, file: _File) -> bool:
+        finishing = self.batch.options.finishing
+        return (finishing.target_lufs(file.planned.info.channels) is not None
+                or finishing.ceiling_dbtp() is not None or finishing.residue
+                or self.batch.measure.wanted)
+
+    def _sink(self, file: _File):
+        """Where the joined chunks go: the output itself, or a hidden float
+        staging copy beside it for the completion task to finish."""
+        planned = file.planned
+        info = planned.info
+        if self._needs_completion(file):
+            return AtomicWriter(planned.job.output, info.sample_rate, info.channels, "W64", "FLOAT")
+        return Output(planned.job.output, info.sample_rate, info.channels, planned.fmt,
+                      planned.subtype, self.batch.options.finishing,
+                      self.batch.stdout if planned.job.output == STDIO else None)
+
+    def _completion(self, file: _File) -> Completion:
+        planned = file.planned
+        return Completion(str(planned.path), planned.job.source, planned.job.output,
+                          planned.job.relative, planned.info, planned.fmt, planned.subtype,
+                          self.batch.options.finishing, self.batch.measure,
+                          str(file.sink.temporary), self.threads,
+                          f"{Path(planned.job.source).name} - {self.batch.options.method}",
+                          self.batch.stdout if planned.job.output == STDIO else None)
+
+    def _completed(self, file: _File, completed: Completed) -> Iterator:
+        file.completing = False
+        if file.sink is not None:
+            file.sink.abort()  # the staging copy: the output is written, or failed
+            file.sink = None
+        if completed.error is not None:
+            yield from self._fail(file, completed.error)
+        else:
+            yield self._done(file, completed)
+
+    def _done(self, file: _File, completed: Completed):
+        from denoise.engine.report import FileReport
+
+        file.done = True
+        self.files_done += 1
+        planned = file.planned
+        result = planned.result("done", seconds=file.seconds, clipped_samples=completed.clipped,
+                                gain_db=completed.gain_db)
+        if self.batch.measure.wanted:
+            result.report = FileReport.of(result, completed.measurements, planned.info.sample_rate,
+                                          planned.info.channels)
+        self.batch.log(planned, result)
+        return result
+
+    def _fail(self, file: _File, cause: str) -> Iterator:
+        if file.error is not None or file.done:
+            return
+        file.error = cause
+        file.waiting.clear()
+        if file.sink is not None:
+            file.sink.abort()
+            file.sink = None
+        self.files_done += 1
+        result = file.planned.result("failed", seconds=file.seconds, error=cause)
+        if self.batch.measure.wanted:
+            from denoise.engine.report import FileReport
+
+            result.report = FileReport.of(result)
+        self.batch.log(file.planned, result)
+        yield result
+
+    # -- the end ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        """An interrupted run: stop the workers at once, then remove what
+        they were writing (their locks went with them)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for file in self.files:
+            if file.completing:
+                target = file.planned.job.output
+                for path in (target, residue_path(target)):
+                    if path != STDIO:
+                        remove_abandoned(Path(path))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for file in self.files:
+            if file.sink is not None:
+                file.sink.abort()
+                file.sink = None
+
+
+def _task_failure(error: BaseException) -> str:
+    """A task that raised (a worker process that died, a bug)."""
+    return f"internal error: {type(error).__name__}: {error}"
+
+
+def _cause(file: _File, error: FileError) -> str:
+    from denoise.engine.batch import cause_for
+
+    return cause_for(file.planned.job.source, error)
