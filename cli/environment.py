@@ -66,7 +66,7 @@ def _short(error: BaseException) -> str:
     """The gist of a loader error: the undefined symbol or the library
     named, without the long path before it."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return re.sub(r"^/\S*/(?=[^/\s]+:)", "", text)
+    return re.sub(r"/\S*/([^/\s]+)", r"\1", text)
 
 
 def save_traceback(error: BaseException) -> Path | None:

@@ -101,3 +101,32 @@ def small_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "small.th"
     torch.save({"class": None, "args": [], "kwargs": small, "state": model.state_dict()}, path)
     return path, model.eval()
+
+
+LONG_RUN_S = 900  # long enough that the run is still going when signalled
+
+
+def start_long_run(tmp_path: Path, jobs: int, *extra: str):
+    """Start ``denoise`` on a 15-minute 48 kHz file in a subprocess and return
+    it and the output folder once its first temporary output exists."""
+    import subprocess
+    import sys
+    import time
+
+    rate = 48000
+    source = tmp_path / "in" / "long.wav"
+    source.parent.mkdir()
+    block = 0.1 * np.random.default_rng(0).standard_normal((rate * 10, 1)).astype(np.float32)
+    with sf.SoundFile(str(source), "w", rate, 1, "PCM_16") as handle:
+        for _ in range(LONG_RUN_S // 10):
+            handle.write(block)
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "denoise.cli", str(source.parent), "-o",
+                                str(out), "-j", str(jobs), "--segment-s", "5", *extra],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any(out.glob(".long.wav.*.partial")):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no temporary output appeared"
+        time.sleep(0.05)
+    return process, out

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import noisy_tone, write_audio
+from conftest import noisy_tone, start_long_run, write_audio
 from denoise.engine import Batch, BatchOptions, plan_jobs
 from denoise.engine.runlog import LOG_NAME
 
@@ -174,29 +174,11 @@ def test_a_small_batch_runs_in_this_process_and_a_big_one_in_workers(tmp_path, m
     run.close()
 
 
-def _start_long_run(tmp_path, jobs: int) -> tuple[subprocess.Popen, Path]:
-    rate = 16000
-    source = tmp_path / "in" / "long.wav"
-    source.parent.mkdir()
-    sf.write(str(source), 0.1 * np.random.default_rng(0).standard_normal(rate * 240)
-             .astype(np.float32), rate)
-    out = tmp_path / "out"
-    process = subprocess.Popen(CLI + [str(source.parent), "-o", str(out), "-j", str(jobs),
-                                      "--segment-s", "5"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not any(out.glob(".long.wav.*.partial")):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no temporary output appeared"
-        time.sleep(0.05)
-    return process, out
-
-
 @pytest.mark.parametrize("signum, code, jobs", [(signal.SIGTERM, 143, 1),
                                                 (signal.SIGTERM, 143, 2),
                                                 (signal.SIGHUP, 129, 1)])
 def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path, signum, code, jobs):
-    process, out = _start_long_run(tmp_path, jobs)
+    process, out = start_long_run(tmp_path, jobs)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     stderr = stderr.decode()

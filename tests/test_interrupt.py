@@ -5,32 +5,14 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-import soundfile as sf
 
-
-def _start(tmp_path, jobs):
-    rate = 16000
-    rng = np.random.default_rng(0)
-    long_input = tmp_path / "in" / "long.wav"
-    long_input.parent.mkdir()
-    sf.write(str(long_input), 0.1 * rng.standard_normal(rate * 240).astype(np.float32), rate)
-    out = tmp_path / "out"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "denoise.cli", str(long_input.parent), "-o", str(out), "-j", str(jobs),
-         "--segment-s", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not any(out.glob(".long.wav.*.partial")):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no temporary output appeared"
-        time.sleep(0.05)
-    return process, out
+from conftest import start_long_run
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_ctrl_c_removes_the_partial_output(tmp_path, jobs):
-    process, out = _start(tmp_path, jobs)
+    process, out = start_long_run(tmp_path, jobs)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr.decode()
@@ -40,7 +22,7 @@ def test_ctrl_c_removes_the_partial_output(tmp_path, jobs):
 
 
 def test_killed_run_leaves_only_a_hidden_temporary(tmp_path):
-    process, out = _start(tmp_path, 1)
+    process, out = start_long_run(tmp_path, 1)
     process.kill()
     process.wait(timeout=30)
     names = [p.name for p in out.iterdir()]
@@ -51,7 +33,7 @@ def test_killed_run_leaves_only_a_hidden_temporary(tmp_path):
 def test_next_run_removes_what_a_killed_run_left_but_not_a_live_runs_file(tmp_path):
     import fcntl
 
-    process, out = _start(tmp_path, 1)
+    process, out = start_long_run(tmp_path, 1)
     process.kill()
     process.wait(timeout=30)
     abandoned = list(out.glob(".long.wav.*.partial"))
