@@ -11,6 +11,7 @@ will happily install another next to it (torchaudio 2.11.1 beside torch
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -40,7 +41,7 @@ def pinned(name: str) -> str:
 def stack_problem() -> str | None:
     """One line saying which part of the numeric stack cannot load and how
     to repair it; ``None`` when it all loads."""
-    pip = f"{Path(sys.executable).name} -m pip install"
+    pip = f"{shlex.quote(sys.executable)} -m pip install"
     for name in STACK:
         try:
             import_module(name)
@@ -63,8 +64,10 @@ def stack_problem() -> str | None:
 
 
 def _short(error: BaseException) -> str:
-    """The gist of a loader error: the undefined symbol or the library
-    named, without the long path before it."""
+    """The gist of a loader error: the first cause (an undefined symbol, a
+    missing library), libraries named without their long paths."""
+    while error.__cause__ or error.__context__:
+        error = error.__cause__ or error.__context__
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return re.sub(r"/\S*/([^/\s]+)", r"\1", text)
 

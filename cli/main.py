@@ -241,10 +241,9 @@ def denoise(
     _need_stack()
     from denoise.engine import BatchOptions, Finishing, Measure
 
-    backend_options = ({"strength": 1.0 if strength is None else strength,
-                        **({"noise_file": noise_file} if noise_file else {})}
-                       if method == "spectral" else
-                       {"model": model or "dns48", "weights": weights, "device": device or "cpu"})
+    given = {"spectral": {"strength": strength, "noise_file": noise_file},
+             "demucs": {"model": model, "weights": weights, "device": device}}.get(method, {})
+    backend_options = {name: value for name, value in given.items() if value is not None}
     with _usage_errors():
         options = BatchOptions(
             method=method, backend_options=backend_options, jobs=jobs, fmt=fmt, subtype=subtype,
@@ -266,11 +265,9 @@ def _check_combinations(method, output, inputs, quiet, verbose, json_lines, poli
     """Usage errors that need no file read: options that contradict each
     other or do nothing with the method chosen."""
     given = lambda options: [name for name, value in options.items() if value]  # noqa: E731
-    if method == "spectral" and given(demucs_only):
-        _usage_error(f"{', '.join(given(demucs_only))}: only for --method demucs "
-                     "(the spectral method runs on the CPU, with no model)")
-    if method != "spectral" and given(spectral_only):
-        _usage_error(f"{', '.join(given(spectral_only))}: only for --method spectral")
+    for owner, options in (("demucs", demucs_only), ("spectral", spectral_only)):
+        if method != owner and given(options):
+            _usage_error(f"{', '.join(given(options))}: only for --method {owner}")
     if quiet and verbose:
         _usage_error("-q and -v cannot be used together")
     if policies > 1:

@@ -106,6 +106,15 @@ def small_checkpoint(tmp_path_factory):
 LONG_RUN_S = 900  # long enough that the run is still going when signalled
 
 
+def answer_ctrl_c() -> None:
+    """For a test's child process: Ctrl-C as at a terminal, even where the
+    test itself runs with SIGINT ignored (a job started with ``&`` from a
+    script), which the child would otherwise inherit."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_long_run(tmp_path: Path, jobs: int, *extra: str):
     """Start ``denoise`` on a 15-minute 48 kHz file in a subprocess and return
     it and the output folder once its first temporary output exists."""
@@ -123,7 +132,8 @@ def start_long_run(tmp_path: Path, jobs: int, *extra: str):
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "denoise.cli", str(source.parent), "-o",
                                 str(out), "-j", str(jobs), "--segment-s", "5", *extra],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=answer_ctrl_c)
     deadline = time.monotonic() + 120
     while not any(out.glob(".long.wav.*.partial")):
         assert process.poll() is None, process.communicate()

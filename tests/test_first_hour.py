@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import noisy_tone, start_long_run, write_audio
+from conftest import answer_ctrl_c, noisy_tone, start_long_run, write_audio
 from denoise.engine import Batch, BatchOptions, plan_jobs
 from denoise.engine.runlog import LOG_NAME
 
@@ -338,7 +338,8 @@ def test_ctrl_c_on_standard_input_does_not_suggest_resume(tmp_path):
     spool = tmp_path / "tmp"
     spool.mkdir()
     process = subprocess.Popen(CLI + ["-", "-o", str(tmp_path / "out")], stdin=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(spool)})
+                               stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(spool)},
+                               preexec_fn=answer_ctrl_c)
     process.stdin.write(b"RIFF")  # a producer that has not finished
     process.stdin.flush()
     deadline = time.monotonic() + 120

@@ -43,7 +43,7 @@ def test_a_torchaudio_that_cannot_load_is_one_line_with_the_repair(tmp_path):
     (line,) = done.stderr.splitlines()
     assert line.startswith("error: torchaudio ") and "cannot load with torch" in line
     assert "libtorchaudio.so: undefined symbol: torch_exception_get_what_without_backtrace" in line
-    assert "-m pip install 'torch==2.11.0' 'torchaudio==2.11.0'" in line
+    assert f"{sys.executable} -m pip install 'torch==2.11.0' 'torchaudio==2.11.0'" in line
     assert not (tmp_path / "out").exists()
 
 
