@@ -49,7 +49,7 @@ def make_batch(folder: Path, bench_data: Path) -> None:
     channels slightly different, each file at its own level."""
     speech = load_mono(bench_data / "valentini_p286__iver56_audiomentations" / "p286_011.wav",
                        RATE)
-    noise = load_mono(bench_data / "freesound_noise__IBM_MAX-Audio-Classifier" / "crowd.wav",
+    noise = load_mono(bench_data / "freesound_noise__IBM_MAX-Audio-Classifier" / "crowd_cheering.wav",
                       RATE)
     frames = SECONDS * RATE
     speech, noise = np.resize(speech, frames), np.resize(noise, frames + RATE)

@@ -313,13 +313,13 @@ def finish(staging: Path, source: Path, target: str, info, fmt: str, subtype: st
     (``source`` minus the enhanced signal). ``input_meters`` and
     ``output_meters`` (``add([C, T])``) see the input and the output on the
     way, so neither is read again to be measured."""
-    from denoise.engine.metrics import LevelMeter, measure_file
+    from denoise.engine.metrics import LoudnessMeter
 
     rate, channels = info.sample_rate, info.channels
     target_lufs = finishing.target_lufs(channels)
     gain_db = None
     if target_lufs is not None:
-        measured = measure_file(staging).loudness_lufs
+        measured = staging_loudness(staging)
         if measured is None:
             raise FileError(target, "cannot normalise loudness: the output is silent or "
                                     "shorter than 400 ms")
@@ -331,7 +331,7 @@ def finish(staging: Path, source: Path, target: str, info, fmt: str, subtype: st
     output = None
     try:
         for attempt in range(LOUDNESS_ATTEMPTS):
-            loudness = LevelMeter(rate, channels) if target_lufs is not None else None
+            loudness = LoudnessMeter(rate, channels) if target_lufs is not None else None
             if output_meters is not None:
                 output_meters.reset()
             meters = [meter for meter in (loudness, output_meters) if meter is not None]
@@ -343,7 +343,7 @@ def finish(staging: Path, source: Path, target: str, info, fmt: str, subtype: st
             output.finish()
             if target_lufs is None or not output.limiter or not output.limiter.engaged:
                 break  # a gain alone moves the loudness by exactly that gain
-            reached = loudness.levels().loudness_lufs
+            reached = loudness.loudness()[0]
             if reached is None or abs(reached - target_lufs) <= LOUDNESS_TOLERANCE_LU \
                     or attempt == LOUDNESS_ATTEMPTS - 1:
                 break
@@ -359,6 +359,19 @@ def finish(staging: Path, source: Path, target: str, info, fmt: str, subtype: st
                 writer.abort()
         raise
     return Finished(output.clipped, gain_db)
+
+
+def staging_loudness(staging: Path) -> float | None:
+    """The integrated loudness of the staging copy (``None``: silent or
+    shorter than a gating block)."""
+    from denoise.engine.metrics import LoudnessMeter
+
+    with sf.SoundFile(str(staging)) as audio:
+        meter = LoudnessMeter(audio.samplerate, audio.channels)
+        for block in audio.blocks(blocksize=round(BLOCK_S * audio.samplerate), dtype="float32",
+                                  always_2d=True):
+            meter.add(block)
+    return meter.loudness()[0]
 
 
 def _play(staging: Path, source: Path | None, output: Output, rate: int,

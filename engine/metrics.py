@@ -50,49 +50,89 @@ class Levels:
     missing: dict[str, str] = field(default_factory=dict)
 
 
+class FrameSums:
+    """Sums of a signal's values over consecutive frames of ``frame``
+    samples, from ``[C, T]`` blocks given in order (a frame may straddle
+    blocks); the last, partial frame is left out."""
+
+    def __init__(self, frame: int, channels: int):
+        self.frame = frame
+        self.sums: list[np.ndarray] = []  # [C, frames] per block
+        self.partial = np.zeros(channels)
+        self.filled = 0
+
+    def add(self, values: np.ndarray) -> None:
+        start = 0
+        if self.filled:
+            start = min(self.frame - self.filled, values.shape[1])
+            self.partial += values[:, :start].sum(axis=1, dtype=np.float64)
+            self.filled += start
+            if self.filled < self.frame:
+                return
+            self.sums.append(self.partial[:, None].copy())
+            self.partial[:], self.filled = 0.0, 0
+        whole = (values.shape[1] - start) // self.frame
+        stop = start + whole * self.frame
+        self.sums.append(values[:, start:stop].reshape(values.shape[0], whole, self.frame)
+                         .sum(axis=2, dtype=np.float64))
+        if stop < values.shape[1]:
+            self.partial = values[:, stop:].sum(axis=1, dtype=np.float64)
+            self.filled = values.shape[1] - stop
+
+    def frames(self) -> np.ndarray:
+        return np.concatenate(self.sums, axis=1) if self.sums else np.zeros((len(self.partial), 0))
+
+
+class LoudnessMeter:
+    """Integrated loudness (BS.1770-4) of a signal given in order, block by
+    block (``[T, C]``): K-weighted energies per 100 ms step. The K-weighting
+    filters carry their state from block to block, so blocks of any size
+    give exactly what one pass over the whole signal gives."""
+
+    def __init__(self, sample_rate: int, channels: int):
+        self.sample_rate = sample_rate
+        self.step = round(STEP_S * sample_rate)
+        self.filter_state = np.zeros((2, channels, 2), dtype=np.float32)  # two biquads' delays
+        self.steps = FrameSums(self.step, channels)
+
+    def add(self, block: np.ndarray) -> None:
+        weighted, self.filter_state = sosfilt(k_weighting(self.sample_rate), block.T, axis=-1,
+                                              zi=self.filter_state)
+        self.steps.add(np.square(weighted))
+
+    def loudness(self) -> tuple[float | None, str | None]:
+        """The loudness in LUFS, or ``None`` and why."""
+        return integrated_loudness(self.steps.frames(), round(GATE_S / STEP_S), self.step)
+
+
 class LevelMeter:
     """Levels of a signal given in order, block by block (``[T, C]``).
 
     The noise floor is the 10th percentile of 20 ms frame levels (of the
     channels' mean power), the speech level the 95th; their difference is
     the SNR estimate: it needs no reference, and it is what a listener hears
-    as "how far the voice stands above the background". Loudness is
-    integrated from K-weighted energies per 100 ms step; the K-weighting
-    filters carry their state from block to block, so blocks of any size
-    give exactly what one pass over the whole signal gives.
+    as "how far the voice stands above the background". Loudness comes from
+    a :class:`LoudnessMeter`.
     """
 
     def __init__(self, sample_rate: int, channels: int):
-        self.sample_rate, self.channels = sample_rate, channels
+        self.channels = channels
         self.frame = max(1, round(LEVEL_FRAME_S * sample_rate))
-        self.step = round(STEP_S * sample_rate)
-        self.filter_state = np.zeros((2, channels, 2))  # two biquads' delays, per channel
         self.frames = 0
         self.peak, self.total_power, self.clipped = 0.0, 0.0, 0
-        self.frame_power: list[np.ndarray] = []
-        self.step_energy: list[np.ndarray] = []  # K-weighted sums per step, per channel
-        self.pending_frame = np.zeros((0, channels), dtype=np.float32)
-        self.pending_step = np.zeros((channels, 0), dtype=np.float64)
+        self.frame_power = FrameSums(self.frame, 1)
+        self.loudness = LoudnessMeter(sample_rate, channels)
 
     def add(self, block: np.ndarray) -> None:
         """The next ``[T, C]`` samples."""
         self.frames += len(block)
         magnitude = np.abs(block)
         self.peak = max(self.peak, float(magnitude.max(initial=0.0)))
-        self.clipped += int((magnitude >= FULL_SCALE).sum())
-        self.total_power += float(np.square(block, dtype=np.float64).sum())
-        joined = np.concatenate([self.pending_frame, block])
-        usable = len(joined) // self.frame * self.frame
-        self.frame_power.append(np.square(joined[:usable]).reshape(-1, self.frame, self.channels)
-                                .mean(axis=(1, 2)))
-        self.pending_frame = joined[usable:]
-        weighted, self.filter_state = sosfilt(k_weighting(self.sample_rate), block.T, axis=-1,
-                                              zi=self.filter_state)
-        squares = np.concatenate([self.pending_step, np.square(weighted)], axis=1)
-        usable = squares.shape[1] // self.step * self.step
-        self.step_energy.append(squares[:, :usable].reshape(self.channels, -1, self.step)
-                                .sum(axis=2))
-        self.pending_step = squares[:, usable:]
+        self.clipped += int(np.count_nonzero(magnitude >= FULL_SCALE))
+        power = np.square(block).mean(axis=1)  # the channels' mean power, per sample
+        self.total_power += float(power.sum(dtype=np.float64))
+        self.frame_power.add(power[None])
+        self.loudness.add(block)
 
     def levels(self) -> Levels:
         levels = Levels(clipped=self.clipped)
@@ -101,10 +141,9 @@ class LevelMeter:
             levels.missing.update({name: reason for name in LEVEL_NAMES})
             return levels
         levels.peak_dbfs = 20 * math.log10(self.peak)
-        levels.rms_dbfs = power_db(self.total_power / (self.frames * self.channels)) + SINE_CREST_DB
-        _noise_and_snr(levels, np.concatenate(self.frame_power))
-        levels.loudness_lufs, reason = integrated_loudness(
-            np.concatenate(self.step_energy, axis=1), round(GATE_S / STEP_S), self.step)
+        levels.rms_dbfs = power_db(self.total_power / self.frames) + SINE_CREST_DB
+        _noise_and_snr(levels, self.frame_power.frames()[0] / self.frame)
+        levels.loudness_lufs, reason = self.loudness.loudness()
         if reason:
             levels.missing["loudness_lufs"] = reason
         return levels
@@ -138,8 +177,8 @@ def k_weighting(sample_rate: int) -> np.ndarray:
     w0 = 2 * math.pi * 38.0 / sample_rate
     alpha, cosine = math.sin(w0) / 2 / 0.5, math.cos(w0)
     highpass = [(1 + cosine) / 2, -1 - cosine, (1 + cosine) / 2, 1 + alpha, -2 * cosine, 1 - alpha]
-    return np.array([[*section[:3], *section[3:]] for section in (shelf, highpass)]) \
-        / np.array([[section[3]] * 6 for section in (shelf, highpass)])
+    sections = np.array([shelf, highpass])
+    return (sections / sections[:, 3:4]).astype(np.float32)
 
 
 def _noise_and_snr(levels: Levels, frame_power: np.ndarray) -> None:
