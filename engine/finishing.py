@@ -37,6 +37,7 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 import torch
+from scipy.ndimage import minimum_filter1d
 
 from denoise.engine.audio_io import FLOAT_SUBTYPES, AtomicWriter
 from denoise.engine.choices import CLIP_MODES, PRESETS
@@ -219,9 +220,9 @@ class Limiter:
         # Forward-looking minimum over the look-ahead, then its moving average
         # over the same length: the gain is at or under what every sample
         # wants, and reaches it gradually, the look-ahead before the peak.
-        padded = np.concatenate([wanted, np.ones(self.lookahead)])
-        windows = np.lib.stride_tricks.sliding_window_view(padded, self.lookahead + 1)
-        minimum = windows.min(axis=1)[:ready]
+        span = self.lookahead + 1
+        minimum = minimum_filter1d(wanted, span, mode="constant", cval=1.0,
+                                   origin=-(span // 2))[:ready]
         if not self.started:  # nothing comes before the file: start already down
             self.history[:] = minimum[0]
             self.started = True

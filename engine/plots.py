@@ -24,7 +24,8 @@ import numpy as np
 
 from denoise.engine.dsp import frame_length
 
-COLUMNS = 1200
+COLUMNS = 1200  # of the waveform envelope
+SPECTRUM_COLUMNS = 600  # a spectrogram panel is about 600 pixels wide
 ROWS = 400  # of the log-frequency image
 FLOOR_DB = -120.0
 LOWEST_HZ = 50.0
@@ -48,7 +49,8 @@ class PlotMeter:
     """Gathers :class:`PlotData` from a signal given in order, ``[T, C]``
     blocks, whose total length ``frames`` is known in advance."""
 
-    def __init__(self, frames: int, sample_rate: int, channels: int, columns: int = COLUMNS):
+    def __init__(self, frames: int, sample_rate: int, channels: int, columns: int = COLUMNS,
+                 spectrum_columns: int = SPECTRUM_COLUMNS):
         self.frames, self.sample_rate, self.channels = frames, sample_rate, channels
         spans = max(1, min(columns, frames))
         self.edges = np.linspace(0, frames, spans + 1).astype(np.int64)
@@ -56,7 +58,7 @@ class PlotMeter:
         self.high = np.full((channels, spans), -np.inf)
         self.n_fft = frame_length(sample_rate)
         self.window = np.hanning(self.n_fft).astype(np.float32)
-        count = max(1, min(columns, frames // self.n_fft or 1))
+        count = max(1, min(spectrum_columns, frames // self.n_fft or 1))
         self.starts = np.linspace(0, max(0, frames - self.n_fft), count).astype(np.int64)
         self.power = np.zeros((self.n_fft // 2 + 1, count), dtype=np.float32)
         self.next_frame = 0
@@ -68,17 +70,17 @@ class PlotMeter:
         self._envelope(block, start, stop)
         joined = np.concatenate([self.carry, block])
         offset = start - len(self.carry)  # the file position of joined[0]
-        frames = []
-        while self.next_frame < len(self.starts) and \
-                min(self.starts[self.next_frame] + self.n_fft, self.frames) <= stop:
-            begin = self.starts[self.next_frame] - offset
-            frame = joined[begin:begin + self.n_fft]
-            frames.append(np.pad(frame, ((0, self.n_fft - len(frame)), (0, 0))))
-            self.next_frame += 1
-        if frames:
-            first = self.next_frame - len(frames)
-            spectra = np.fft.rfft(np.stack(frames) * self.window[None, :, None], axis=1)
-            self.power[:, first:self.next_frame] = (np.abs(spectra) ** 2).mean(axis=2).T
+        first = self.next_frame
+        ends = np.minimum(self.starts[first:] + self.n_fft, self.frames)
+        last = first + int(np.searchsorted(ends, stop, side="right"))
+        if last > first:
+            if len(joined) < self.n_fft:  # a file shorter than one frame
+                joined = np.pad(joined, ((0, self.n_fft - len(joined)), (0, 0)))
+            windows = np.lib.stride_tricks.sliding_window_view(joined, self.n_fft, axis=0)
+            frames = windows[self.starts[first:last] - offset]  # [k, C, n_fft]
+            spectra = np.fft.rfft(frames * self.window, axis=-1)
+            self.power[:, first:last] = np.square(np.abs(spectra)).mean(axis=1).T
+            self.next_frame = last
         self.carry = joined[-(self.n_fft - 1):] if self.n_fft > 1 else joined[:0]
         self.position = stop
 
@@ -122,6 +124,7 @@ def plot_file(before: PlotData, after: PlotData, png: str | Path, title: str) ->
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from denoise.engine.audio_io import replacing
 
@@ -134,7 +137,9 @@ def plot_file(before: PlotData, after: PlotData, png: str | Path, title: str) ->
     for column, (label, side) in enumerate(zip(("before", "after"), sides)):
         _waveform(axes[0, column], side, limit, label)
         image = _spectrogram(axes[1, column], side, top)
-    figure.colorbar(image, cax=figure.add_axes((0.92, 0.08, 0.012, 0.38)), label="dBFS")
+    bar = figure.colorbar(image, cax=figure.add_axes((0.92, 0.08, 0.012, 0.38)), label="dBFS")
+    bar.locator = MaxNLocator(5)
+    bar.update_ticks()
     png = Path(png)
     with replacing(png) as temporary:
         figure.savefig(temporary, dpi=100, format="png", pil_kwargs={"compress_level": 1})
@@ -143,6 +148,8 @@ def plot_file(before: PlotData, after: PlotData, png: str | Path, title: str) ->
 
 
 def _waveform(axis, side: PlotData, limit: float, label: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     times = np.linspace(0, side.duration_s, side.low.shape[1])
     for channel in range(side.low.shape[0]):
         axis.fill_between(times, side.low[channel], side.high[channel], linewidth=0.3,
@@ -152,6 +159,8 @@ def _waveform(axis, side: PlotData, limit: float, label: str) -> None:
     if 1 < side.channels <= len(CHANNEL_COLOURS):
         axis.legend(loc="upper right", fontsize="small")
     axis.set_ylim(-limit, limit)
+    axis.yaxis.set_major_locator(MaxNLocator(5))  # every tick costs: drawing is mostly text
+    axis.xaxis.set_major_locator(MaxNLocator(6))
     axis.set_title(label)
     axis.set_ylabel("amplitude (full scale = 1)")
 
@@ -160,14 +169,16 @@ def _spectrogram(axis, side: PlotData, top: float):
     """The spectrogram on a log-frequency axis: the bins interpolated onto
     ``ROWS`` log-spaced frequencies and drawn as one image (a mesh of every
     bin draws ten times slower)."""
-    bins = np.fft.rfftfreq(2 * (side.spectrum_db.shape[0] - 1), 1 / side.sample_rate)
+    bin_hz = side.sample_rate / (2 * (side.spectrum_db.shape[0] - 1))
     nyquist = side.sample_rate / 2
-    rows = np.geomspace(LOWEST_HZ, nyquist, ROWS)
-    picture = np.stack([np.interp(rows, bins, column) for column in side.spectrum_db.T], axis=1)
+    position = np.geomspace(LOWEST_HZ, nyquist, ROWS) / bin_hz  # in bins, fractional
+    below = np.minimum(position.astype(int), side.spectrum_db.shape[0] - 2)
+    weight = (position - below)[:, None]
+    picture = (1 - weight) * side.spectrum_db[below] + weight * side.spectrum_db[below + 1]
     image = axis.imshow(picture, origin="lower", aspect="auto", cmap="magma", vmin=top - 90,
                         vmax=top, interpolation="nearest",
                         extent=(0, side.duration_s, np.log10(LOWEST_HZ), np.log10(nyquist)))
-    ticks = [f for f in (100, 200, 500, 1000, 2000, 5000, 10000, 20000) if f <= nyquist]
+    ticks = [f for f in (100, 300, 1000, 3000, 10000) if f <= nyquist]
     axis.set_yticks(np.log10(ticks), [f"{f / 1000:g}k" if f >= 1000 else str(f) for f in ticks])
     axis.set_ylabel("frequency (Hz)" + (f", mean of {side.channels} channels"
                                         if side.channels > 1 else ""))
