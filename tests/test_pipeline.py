@@ -125,3 +125,46 @@ def test_sigterm_while_workers_finish_files_leaves_nothing(tmp_path):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr.decode()
     assert [p.name for p in out.iterdir()] == []
+
+
+def test_a_slow_finishing_stage_holds_back_new_work(tmp_path, monkeypatch):
+    """Backpressure: while completions wait, no new file is started, and
+    the chunk outputs waiting to be put in order never outnumber the tasks
+    in flight (a pool of two threads, a finishing stage 20x slower than
+    enhancement)."""
+    import concurrent.futures as cf
+
+    from denoise.engine import Batch, BatchOptions, Measure, plan_jobs
+    from denoise.engine import completion, schedule
+
+    class Threads(cf.ThreadPoolExecutor):
+        workers = 2
+
+    slow = completion.complete
+
+    def slow_complete(job):
+        time.sleep(0.2)
+        return slow(job)
+
+    monkeypatch.setattr(schedule, "complete", slow_complete)
+    monkeypatch.setattr(schedule.Run, "_open_pool", lambda run: (Threads(2), 1))
+    seen = Counter()
+    original = schedule.Run._take
+
+    def watched(run, kind, subject, future):
+        open_files = sum(file.sink is not None or file.completing for file in run.files)
+        waiting = sum(len(file.waiting) for file in run.files)
+        seen["open"], seen["waiting"] = max(seen["open"], open_files), max(seen["waiting"], waiting)
+        yield from original(run, kind, subject, future)
+
+    monkeypatch.setattr(schedule.Run, "_take", watched)
+    for index in range(8):
+        write_audio(tmp_path / "in" / f"{index}.wav", frames=16000 * 4, seed=index)
+    batch = Batch(plan_jobs([str(tmp_path / "in")], str(tmp_path / "out")).jobs,
+                  BatchOptions(segment_s=1.0, overlap_s=0.1, log=None),
+                  measure=Measure(report_dir=tmp_path / "rep"))
+    with batch:
+        assert [result.status for result in batch.run()] == ["done"] * 8
+    limit = schedule.TASKS_PER_WORKER * Threads.workers
+    assert seen["waiting"] <= limit
+    assert 1 <= seen["open"] <= limit + 1
