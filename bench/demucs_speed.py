@@ -14,6 +14,9 @@ threads, and are measured in the same run:
   speed-up reference wall / ours
 
 Each is run `--repeat` times, alternately; the table shows the median run.
+With `--before DIR`, another build of denoise (`pip install --no-deps
+--target DIR <checkout>`, run with `PYTHONPATH=DIR`) runs alternately too,
+and the table gets its wall time and the speed-up over it.
 
     pip download --no-deps --no-binary :all: denoiser==0.1.5 -d /tmp/ref
     tar xzf /tmp/ref/denoiser-0.1.5.tar.gz -C /tmp/ref
@@ -23,6 +26,7 @@ Each is run `--repeat` times, alternately; the table shows the median run.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -78,6 +82,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each; the table shows the median wall time and peak")
+    parser.add_argument("--before", type=Path, help="PYTHONPATH of a build to compare with")
     args = parser.parse_args()
     print(machine())
     rows = []
@@ -91,22 +96,29 @@ def main() -> None:
             for seconds in map(float, args.durations.split(",")):
                 source = work / f"noisy-{seconds:.0f}s.wav"
                 noisy_speech(source, seconds)
-                runs = {"reference": [], "ours": []}
-                for _ in range(args.repeat):  # alternated, so drifts in machine speed hit both
+                runs = {"reference": [], "ours": [], "before": []}
+                ours = [sys.executable, "-m", "denoise.cli", str(source), "-o",
+                        str(work / "out.wav"), "--method", "demucs", "--model", name,
+                        "--weights", str(weights), "-j", "1", "--overwrite", "-q"]
+                for _ in range(args.repeat):  # alternated, so drifts in machine speed hit all
                     runs["reference"].append(measure([
                         sys.executable, "-c", REFERENCE_SCRIPT, str(args.reference),
                         repr(architecture), str(weights), str(source), str(args.threads)]))
-                    runs["ours"].append(measure([
-                        sys.executable, "-m", "denoise.cli", str(source), "-o", str(work / "out.wav"),
-                        "--method", "demucs", "--model", name, "--weights", str(weights),
-                        "-j", "1", "--overwrite", "-q"]))
-                rows.append((name, seconds, _median(runs["reference"]), _median(runs["ours"])))
+                    runs["ours"].append(measure(ours))
+                    if args.before:
+                        runs["before"].append(measure(
+                            ours, env={**os.environ, "PYTHONPATH": str(args.before.resolve())}))
+                rows.append((name, seconds, _median(runs["reference"]), _median(runs["ours"]),
+                             _median(runs["before"]) if args.before else None))
+    before = " | before wall s | speed-up over before" if args.before else ""
     print("\n| model | audio s | reference wall s | reference s/s | reference peak MB "
-          "| denoise wall s | denoise s/s | denoise peak MB | speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, seconds, ref, ours in rows:
+          f"| denoise wall s | denoise s/s | denoise peak MB | speed-up{before} |")
+    print("|---" * (9 + 2 * bool(args.before)) + "|")
+    for name, seconds, ref, ours, old in rows:
+        extra = f" | {old[0]:.1f} | {old[0] / ours[0]:.2f}x" if old else ""
         print(f"| {name} | {seconds:.0f} | {ref[0]:.1f} | {ref[0] / seconds:.3f} | {ref[2]:.0f} "
-              f"| {ours[0]:.1f} | {ours[0] / seconds:.3f} | {ours[2]:.0f} | {ref[0] / ours[0]:.2f}x |")
+              f"| {ours[0]:.1f} | {ours[0] / seconds:.3f} | {ours[2]:.0f} "
+              f"| {ref[0] / ours[0]:.2f}x{extra} |")
 
 
 if __name__ == "__main__":

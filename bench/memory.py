@@ -113,10 +113,10 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def measure(command: list[str]) -> tuple[float, float, float, float]:
+def measure(command: list[str], env: dict | None = None) -> tuple[float, float, float, float]:
     """Run ``command``; returns wall s, CPU s, peak tree RSS and peak single RSS (MB)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=REPO_ROOT)
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
     tree_peak, single_peak = 0, 0
     while True:
         rss, hwm = zip(*(memory_kb(pid) for pid in process_tree(proc.pid)))

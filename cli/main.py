@@ -6,8 +6,11 @@ exit codes (``EXIT_CODES``). Nothing here enhances, measures or writes audio.
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -399,7 +402,17 @@ def _unexpected(error: Exception, argv: list[str]) -> int:
 
 
 def main() -> None:
-    """The console script."""
+    """The console script. Once the command is done, everything it opened
+    is closed (outputs renamed, workers stopped, the run log closed) and its
+    output flushed; with torch loaded, the interpreter's own teardown then
+    takes another 0.6 to 0.9 s and does nothing for the user, so the process
+    ends at once, unless some library left a thread running that might
+    still have work to do."""
     code = run(sys.argv[1:])
     present.flush()
-    sys.exit(code)
+    others = [thread for thread in threading.enumerate()
+              if thread is not threading.main_thread() and not thread.daemon]
+    if others:
+        sys.exit(code)
+    logging.shutdown()
+    os._exit(code)

@@ -37,7 +37,6 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 import torch
-from scipy.ndimage import minimum_filter1d
 
 from denoise.engine.audio_io import FLOAT_SUBTYPES, AtomicWriter
 from denoise.engine.choices import CLIP_MODES, PRESETS
@@ -220,6 +219,8 @@ class Limiter:
         # Forward-looking minimum over the look-ahead, then its moving average
         # over the same length: the gain is at or under what every sample
         # wants, and reaches it gradually, the look-ahead before the peak.
+        from scipy.ndimage import minimum_filter1d  # only once the limiter has work
+
         span = self.lookahead + 1
         minimum = minimum_filter1d(wanted, span, mode="constant", cval=1.0,
                                    origin=-(span // 2))[:ready]

@@ -21,7 +21,6 @@ from functools import lru_cache
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import sosfilt
 
 from denoise.engine.dsp import FULL_SCALE, power_db, resample
 
@@ -96,6 +95,8 @@ class LoudnessMeter:
         self.steps = FrameSums(self.step, channels)
 
     def add(self, block: np.ndarray) -> None:
+        from scipy.signal import sosfilt  # 0.6 s to import: only where loudness is measured
+
         weighted, self.filter_state = sosfilt(k_weighting(self.sample_rate), block.T, axis=-1,
                                               zi=self.filter_state)
         self.steps.add(np.square(weighted))
