@@ -64,7 +64,7 @@ class BandProbe:
             clean, rate = sf.read(options.clean, dtype="float32")
             self.clean = resample(torch.from_numpy(clean), rate, 16000)
 
-    def context_frames(self, sample_rate: int) -> tuple[int, int]:
+    def context_samples(self, sample_rate: int) -> tuple[int, int]:
         return 0, 0
 
     def alignment(self, sample_rate: int) -> int:

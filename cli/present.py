@@ -289,7 +289,6 @@ def help_page(command, ctx, examples, exit_codes: dict[int, str]) -> None:
     option shows the metavar it was given (``DB``, ``LUFS``, ``FILE``),
     flags show none, and examples never wrap inside a command."""
     from rich.panel import Panel
-    from rich.table import Table
     from rich.text import Text
 
     out = Console(highlight=False)

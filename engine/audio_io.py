@@ -1,7 +1,7 @@
 """Reading and writing audio files in blocks, safely.
 
 Reading: :func:`probe` checks a file once (soundfile/libsndfile) and
-:func:`read_frames` reads any span of it, so a chunk never needs the whole
+:func:`read_span` reads any span of it, so a chunk never needs the whole
 file in memory. Writing: :class:`AtomicWriter` writes to a hidden temporary
 name in the target folder and renames it only when complete, so an
 interrupted run never leaves a partial file under a real name.
@@ -63,7 +63,7 @@ def _file_mode() -> int:
 class AudioInfo:
     """What a file holds, as its header says."""
 
-    frames: int
+    samples: int  # per channel
     sample_rate: int
     channels: int
     format: str
@@ -72,7 +72,7 @@ class AudioInfo:
 
     @property
     def duration_s(self) -> float:
-        return self.frames / self.sample_rate
+        return self.samples / self.sample_rate
 
 
 def _libsndfile_cause(error: Exception) -> str:
@@ -105,7 +105,7 @@ def probe(path: Path) -> AudioInfo:
                      _truncation(info.extra_info, info.frames))
 
 
-def _truncation(log: str, frames: int) -> str | None:
+def _truncation(log: str, samples: int) -> str | None:
     """A warning when the header promises more audio than the file holds (a
     recording cut short). libsndfile then reads what is there, and says so
     only in its log."""
@@ -115,12 +115,12 @@ def _truncation(log: str, frames: int) -> str | None:
     promised, held = (int(group) for group in mismatch.groups())
     if promised in _UNKNOWN_SIZES or held >= promised or held == 0:
         return None
-    return (f"file is truncated: its header promises {round(frames * promised / held)} "
-            f"samples, the file holds {frames}; enhanced what is there")
+    return (f"file is truncated: its header promises {round(samples * promised / held)} "
+            f"samples, the file holds {samples}; enhanced what is there")
 
 
-def read_frames(path: Path, start: int, stop: int) -> np.ndarray:
-    """Frames ``[start, stop)`` as float32 ``[channels, frames]``.
+def read_span(path: Path, start: int, stop: int) -> np.ndarray:
+    """Samples ``[start, stop)`` of every channel as float32 ``[channels, samples]``.
 
     Raises :class:`FileError` when the file ends early (a truncated file whose
     header promised more) or holds NaN or infinite samples.
@@ -142,18 +142,18 @@ def read_frames(path: Path, start: int, stop: int) -> np.ndarray:
 
 
 def channel_std(path: Path, info: AudioInfo, mix: bool = False,
-                block_frames: int = 1 << 20) -> np.ndarray:
+                block_samples: int = 1 << 20) -> np.ndarray:
     """Standard deviation of each channel (or of their mean, with ``mix``) over
     the whole file, read in blocks: ``[C]`` (or ``[1]``)."""
     total = np.zeros(1 if mix else info.channels)
     squares = np.zeros_like(total)
-    for start in range(0, info.frames, block_frames):
-        block = read_frames(path, start, min(info.frames, start + block_frames)).astype(np.float64)
+    for start in range(0, info.samples, block_samples):
+        block = read_span(path, start, min(info.samples, start + block_samples)).astype(np.float64)
         if mix:
             block = block.mean(axis=0, keepdims=True)
         total += block.sum(axis=-1)
         squares += np.square(block).sum(axis=-1)
-    count = info.frames
+    count = info.samples
     variance = (squares - total**2 / count) / max(count - 1, 1)
     return np.sqrt(np.maximum(variance, 0.0)).astype(np.float32)
 
@@ -165,8 +165,8 @@ def read_noise_file(path: Path, sample_rate: int, max_s: float = 60.0):
     from denoise.engine.dsp import resample
 
     info = probe(Path(path))
-    frames = min(info.frames, round(max_s * info.sample_rate))
-    noise = torch.from_numpy(read_frames(Path(path), 0, frames).mean(axis=0))
+    samples = min(info.samples, round(max_s * info.sample_rate))
+    noise = torch.from_numpy(read_span(Path(path), 0, samples).mean(axis=0))
     return resample(noise, info.sample_rate, sample_rate)
 
 

@@ -58,8 +58,8 @@ def complete(job: Completion) -> Completed:
     """Finish and measure one file; a file's failure is returned, not raised."""
     worker_setup(job.threads)
     info = job.info
-    before = Meters(info.frames, info.sample_rate, info.channels, job.measure)
-    after = Meters(info.frames, info.sample_rate, info.channels, job.measure)
+    before = Meters(info.samples, info.sample_rate, info.channels, job.measure)
+    after = Meters(info.samples, info.sample_rate, info.channels, job.measure)
     wanted = job.measure.wanted
     try:
         done = Completed()

@@ -63,14 +63,14 @@ def _model_session():
     return _session
 
 
-def window_starts(frames: int, rate: int) -> list[int]:
+def window_starts(samples: int, sample_rate: int) -> list[int]:
     """Where the windows start, in samples of a signal at least one window
     long: every second while a whole window fits, as Microsoft scores, or
     ``MAX_WINDOWS`` spread evenly when that would be more."""
-    every_second = int(math.floor(frames / rate) - WINDOW / RATE) + 1
+    every_second = int(math.floor(samples / sample_rate) - WINDOW / RATE) + 1
     if every_second <= MAX_WINDOWS:
-        return [index * rate for index in range(every_second)]
-    last = frames - round(WINDOW * rate / RATE)
+        return [index * sample_rate for index in range(every_second)]
+    last = samples - round(WINDOW * sample_rate / RATE)
     return [round(start) for start in np.linspace(0, last, MAX_WINDOWS)]
 
 
@@ -97,24 +97,24 @@ def _windows(path: str | Path) -> Iterator[np.ndarray]:
     than a window is repeated, doubling, until it fills one, and windows are
     then taken every second of the repeated signal, as Microsoft's script does."""
     with sf.SoundFile(str(path)) as audio:
-        rate, frames = audio.samplerate, audio.frames
-        if frames < MIN_S * rate:
+        sample_rate, samples = audio.samplerate, audio.frames
+        if samples < MIN_S * sample_rate:
             return
-        window = round(WINDOW * rate / RATE)
-        if frames < window:
-            signal = _mono_16k(audio.read(dtype="float32", always_2d=True), rate)
+        window = round(WINDOW * sample_rate / RATE)
+        if samples < window:
+            signal = _mono_16k(audio.read(dtype="float32", always_2d=True), sample_rate)
             while len(signal) < WINDOW:
                 signal = np.concatenate([signal, signal])
             for start in window_starts(len(signal), RATE):
                 yield signal[start:start + WINDOW]
             return
-        for start in window_starts(frames, rate):
+        for start in window_starts(samples, sample_rate):
             audio.seek(start)
-            data = _mono_16k(audio.read(window, dtype="float32", always_2d=True), rate)
+            data = _mono_16k(audio.read(window, dtype="float32", always_2d=True), sample_rate)
             yield np.resize(data, WINDOW)  # resampling may leave a sample more or less
 
 
-def _mono_16k(data: np.ndarray, rate: int) -> np.ndarray:
+def _mono_16k(data: np.ndarray, sample_rate: int) -> np.ndarray:
     from denoise.engine.dsp import resample
 
-    return resample(data.mean(axis=1), rate, RATE)
+    return resample(data.mean(axis=1), sample_rate, RATE)

@@ -166,11 +166,11 @@ class Limiter:
     comes out, aligned with it.
     """
 
-    def __init__(self, rate: int, ceiling: float, oversample: bool = True):
+    def __init__(self, sample_rate: int, ceiling: float, oversample: bool = True):
         self.nominal_ceiling = ceiling
         self.ceiling = ceiling * 10 ** (-SAFETY_DB / 20)
-        self.lookahead = max(1, round(LOOKAHEAD_S * rate))
-        self.decay = math.exp(-1.0 / (RELEASE_S * rate))  # of the gain reduction, per sample
+        self.lookahead = max(1, round(LOOKAHEAD_S * sample_rate))
+        self.decay = math.exp(-1.0 / (RELEASE_S * sample_rate))  # of the gain reduction, per sample
         self.oversample = oversample
         self.hold = self.lookahead + FILTER_MARGIN
         self.pending: np.ndarray | None = None
@@ -258,18 +258,18 @@ class Output:
     and the clip policy. ``write`` takes ``[C, T]`` blocks, ``finish`` flushes
     the limiter; ``on_block`` sees every block as written (for meters)."""
 
-    def __init__(self, target: str, rate: int, channels: int, fmt: str, subtype: str,
+    def __init__(self, target: str, sample_rate: int, channels: int, fmt: str, subtype: str,
                  finishing: Finishing, stdout: BinaryIO | None = None, on_block=None):
         self.target, self.subtype, self.finishing = target, subtype, finishing
         self.on_block = on_block
         self.clipped = 0
-        self.writer = AtomicWriter(target, rate, channels, fmt, subtype, stdout)
+        self.writer = AtomicWriter(target, sample_rate, channels, fmt, subtype, stdout)
         ceiling = finishing.ceiling_dbtp()
         self.limiter = None
         if ceiling is not None:
-            self.limiter = Limiter(rate, min(10 ** (ceiling / 20), FULL_SCALE))
+            self.limiter = Limiter(sample_rate, min(10 ** (ceiling / 20), FULL_SCALE))
         elif subtype not in FLOAT_SUBTYPES and finishing.clip == "limit":
-            self.limiter = Limiter(rate, FULL_SCALE, oversample=False)
+            self.limiter = Limiter(sample_rate, FULL_SCALE, oversample=False)
 
     def write(self, block: np.ndarray) -> None:
         self._emit(self.limiter.process(block) if self.limiter else block)
@@ -317,7 +317,7 @@ def finish(staging: Path, source: Path, target: str, info, fmt: str, subtype: st
     way, so neither is read again to be measured."""
     from denoise.engine.metrics import LoudnessMeter
 
-    rate, channels = info.sample_rate, info.channels
+    sample_rate, channels = info.sample_rate, info.channels
     target_lufs = finishing.target_lufs(channels)
     gain_db = None
     if target_lufs is not None:
@@ -326,21 +326,21 @@ def finish(staging: Path, source: Path, target: str, info, fmt: str, subtype: st
             raise FileError(target, "cannot normalise loudness: the output is silent or "
                                     "shorter than 400 ms")
         gain_db = target_lufs - measured
-    residue = (AtomicWriter(residue_path(target), rate, channels, fmt, subtype)
+    residue = (AtomicWriter(residue_path(target), sample_rate, channels, fmt, subtype)
                if finishing.residue else None)
     read_input = residue is not None or input_meters is not None
     tried: list[tuple[float, float]] = []  # (gain, loudness reached)
     output = None
     try:
         for attempt in range(LOUDNESS_ATTEMPTS):
-            loudness = LoudnessMeter(rate, channels) if target_lufs is not None else None
+            loudness = LoudnessMeter(sample_rate, channels) if target_lufs is not None else None
             if output_meters is not None:
                 output_meters.reset()
             meters = [meter for meter in (loudness, output_meters) if meter is not None]
-            output = Output(target, rate, channels, fmt, subtype, finishing, stdout,
+            output = Output(target, sample_rate, channels, fmt, subtype, finishing, stdout,
                             on_block=lambda block: [meter.add(block.T) for meter in meters])
             first = attempt == 0
-            _play(staging, source if read_input and first else None, output, rate, gain_db,
+            _play(staging, source if read_input and first else None, output, sample_rate, gain_db,
                   residue if first else None, input_meters if first else None)
             output.finish()
             if target_lufs is None or not output.limiter or not output.limiter.engaged:
@@ -376,11 +376,11 @@ def staging_loudness(staging: Path) -> float | None:
     return meter.loudness()[0]
 
 
-def _play(staging: Path, source: Path | None, output: Output, rate: int,
+def _play(staging: Path, source: Path | None, output: Output, sample_rate: int,
           gain_db: float | None, residue: AtomicWriter | None, input_meters) -> None:
     """One pass over the staging copy (and, where asked, the input beside
     it) into ``output``. Meters take ``[T, C]`` blocks, as files give them."""
-    blocksize = round(BLOCK_S * rate)
+    blocksize = round(BLOCK_S * sample_rate)
     scale = np.float32(10 ** (gain_db / 20)) if gain_db is not None else None
     with sf.SoundFile(str(staging)) as enhanced, \
             (sf.SoundFile(str(source)) if source is not None else _Nothing()) as original:

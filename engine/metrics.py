@@ -119,14 +119,14 @@ class LevelMeter:
     def __init__(self, sample_rate: int, channels: int):
         self.channels = channels
         self.frame = max(1, round(LEVEL_FRAME_S * sample_rate))
-        self.frames = 0
+        self.samples = 0
         self.peak, self.total_power, self.clipped = 0.0, 0.0, 0
         self.frame_power = FrameSums(self.frame, 1)
         self.loudness = LoudnessMeter(sample_rate, channels)
 
     def add(self, block: np.ndarray) -> None:
         """The next ``[T, C]`` samples."""
-        self.frames += len(block)
+        self.samples += len(block)
         magnitude = np.abs(block)
         self.peak = max(self.peak, float(magnitude.max(initial=0.0)))
         self.clipped += int(np.count_nonzero(magnitude >= FULL_SCALE))
@@ -137,12 +137,12 @@ class LevelMeter:
 
     def levels(self) -> Levels:
         levels = Levels(clipped=self.clipped)
-        if self.frames == 0 or self.peak == 0:
-            reason = "empty file" if self.frames == 0 else "silent"
+        if self.samples == 0 or self.peak == 0:
+            reason = "empty file" if self.samples == 0 else "silent"
             levels.missing.update({name: reason for name in LEVEL_NAMES})
             return levels
         levels.peak_dbfs = 20 * math.log10(self.peak)
-        levels.rms_dbfs = power_db(self.total_power / self.frames) + SINE_CREST_DB
+        levels.rms_dbfs = power_db(self.total_power / self.samples) + SINE_CREST_DB
         _noise_and_snr(levels, self.frame_power.frames()[0] / self.frame)
         levels.loudness_lufs, reason = self.loudness.loudness()
         if reason:
@@ -162,7 +162,7 @@ def measure_file(path: str | Path) -> Levels:
 
 @lru_cache(maxsize=None)
 def k_weighting(sample_rate: int) -> np.ndarray:
-    """BS.1770's K-weighting at any rate, as second-order sections: a high
+    """BS.1770's K-weighting at any sample_rate, as second-order sections: a high
     shelf of +4 dB at 1500 Hz (Q 1/sqrt 2) and a high-pass at 38 Hz (Q 0.5),
     with the Audio EQ Cookbook's formulas (as torchaudio's ``loudness``
     builds them; at 48 kHz they match BS.1770's published coefficients)."""
@@ -237,11 +237,11 @@ def pesq_score(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) ->
     speech. Needs ``pesq`` (``pip install 'denoise[metrics]'``)."""
     from pesq import PesqError, pesq
 
-    mode, rate = ("nb", 8000) if sample_rate == 8000 else ("wb", 16000)
-    reference, estimate = (resample(np.asarray(signal, dtype=np.float64), sample_rate, rate)
+    mode, sample_rate = ("nb", 8000) if sample_rate == 8000 else ("wb", 16000)
+    reference, estimate = (resample(np.asarray(signal, dtype=np.float64), sample_rate, sample_rate)
                            for signal in (reference, estimate))
     try:
-        return float(pesq(rate, reference, estimate, mode))
+        return float(pesq(sample_rate, reference, estimate, mode))
     except (PesqError, ValueError):  # no utterance found; an all-zero signal
         return None
 
@@ -270,18 +270,18 @@ def reference_scores(clean_path: str | Path, noisy_path: str | Path,
 
     signals, rates = [], set()
     for path in (clean_path, noisy_path, enhanced_path):
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
         signals.append(data.mean(axis=1))
-        rates.add(rate)
+        rates.add(sample_rate)
     if len(rates) != 1:
         for metric in REFERENCE_METRICS:
-            miss(metric, f"the reference's sample rate differs from the input's ({sorted(rates)})")
+            miss(metric, f"the reference's sample sample_rate differs from the input's ({sorted(rates)})")
         return scores, missing
-    rate = rates.pop()
+    sample_rate = rates.pop()
     length = min(len(signal) for signal in signals)
     clean, noisy, enhanced = (signal[:length].astype(np.float64) for signal in signals)
-    if length < rate // 4 or not np.any(clean):
-        reason = "reference silent" if length >= rate // 4 else "shorter than 0.25 s"
+    if length < sample_rate // 4 or not np.any(clean):
+        reason = "reference silent" if length >= sample_rate // 4 else "shorter than 0.25 s"
         for metric in REFERENCE_METRICS:
             miss(metric, reason)
         return scores, missing
@@ -290,13 +290,13 @@ def reference_scores(clean_path: str | Path, noisy_path: str | Path,
         scores[f"si_sdr_{side}"] = si_sdr(clean, signal)
     try:
         for side, signal in sides:
-            scores[f"stoi_{side}"] = stoi_score(clean, signal, rate)
-            scores[f"estoi_{side}"] = stoi_score(clean, signal, rate, extended=True)
+            scores[f"stoi_{side}"] = stoi_score(clean, signal, sample_rate)
+            scores[f"estoi_{side}"] = stoi_score(clean, signal, sample_rate, extended=True)
     except ImportError:
         for metric in ("stoi", "estoi"):
             miss(metric, "pystoi is not installed (pip install 'denoise[metrics]')")
     try:
-        pesq_scores = {side: pesq_score(clean, signal, rate) for side, signal in sides}
+        pesq_scores = {side: pesq_score(clean, signal, sample_rate) for side, signal in sides}
         if None in pesq_scores.values():
             miss("pesq", "PESQ found no speech")
         else:

@@ -23,7 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from denoise.engine import backends
-from denoise.engine.audio_io import channel_std, read_frames
+from denoise.engine.audio_io import channel_std, read_span
 from denoise.engine.bands import extend_band, limit_attenuation, linked_gains
 from denoise.engine.choices import CHANNEL_MODES
 from denoise.engine.chunking import Chunk
@@ -115,7 +115,7 @@ def file_statistics(path: str, info, mix: bool, threads: int) -> tuple[np.ndarra
 
 @dataclass(frozen=True)
 class Shaping:
-    """What becomes of a backend's output at the file's rate, in each chunk.
+    """What becomes of a backend's output at the file's sample_rate, in each chunk.
 
     ``channels``: ``each`` channel enhanced on its own; ``mix``: the mono mix
     enhanced and written to every channel; ``linked``: the mono mix
@@ -123,7 +123,7 @@ class Shaping:
     image stays put). ``atten_lim_db``: no time-frequency bin ends up more
     than this below the input (``None``: no limit; for backends without a
     gain floor of their own). ``dry``: the fraction of the input mixed back.
-    ``full_band``: for a backend working at a lower rate than the file, the
+    ``full_band``: for a backend working at a lower sample_rate than the file, the
     band above its reach is restored (:func:`~engine.bands.extend_band`)
     rather than left empty.
     """
@@ -171,34 +171,34 @@ def enhance_batch(backend: backends.Backend,
                   shaping: Shaping = Shaping()) -> list[np.ndarray]:
     """Enhance several ``(audio [C, T], sample_rate, file_std)`` signals, from
     any files, in as few backend calls as possible: rows at the same backend
-    rate are zero-padded at the end to the longest and stacked into one batch
+    sample_rate are zero-padded at the end to the longest and stacked into one batch
     (on a GPU, one batch per call is what makes it fast). Returns each
     signal's enhanced ``[C, T]``."""
     sources = [audio.mean(axis=0, keepdims=True) if shaping.enhances_mix else audio
                for audio, _, _ in signals]
-    rates = [backend.sample_rate or rate for _, rate, _ in signals]
+    rates = [backend.sample_rate or sample_rate for _, sample_rate, _ in signals]
     with torch.inference_mode():
-        rows = [resample(torch.from_numpy(source), rate, to_rate)
-                for source, (_, rate, _), to_rate in zip(sources, signals, rates)]
+        rows = [resample(torch.from_numpy(source), sample_rate, to_rate)
+                for source, (_, sample_rate, _), to_rate in zip(sources, signals, rates)]
         enhanced: list[torch.Tensor] = [None] * len(signals)
-        for rate in sorted(set(rates)):
-            members = [i for i, r in enumerate(rates) if r == rate]
+        for sample_rate in sorted(set(rates)):
+            members = [i for i, r in enumerate(rates) if r == sample_rate]
             longest = max(rows[i].shape[-1] for i in members)
             stacked = torch.cat([F.pad(rows[i], (0, longest - rows[i].shape[-1]))
                                  for i in members])
             std = None
             if backend.needs_file_std:
                 std = np.concatenate([signals[i][2] for i in members])
-            out = backend.enhance(stacked, rate, std).cpu()
+            out = backend.enhance(stacked, sample_rate, std).cpu()
             for i, part in zip(members, out.split([rows[i].shape[0] for i in members])):
                 enhanced[i] = part[..., : rows[i].shape[-1]]
-        return [_shape(audio, source, resample(out, to_rate, rate).numpy(), rate, to_rate,
+        return [_shape(audio, source, resample(out, to_rate, sample_rate).numpy(), sample_rate, to_rate,
                        shaping)
-                for (audio, rate, _), source, out, to_rate
+                for (audio, sample_rate, _), source, out, to_rate
                 in zip(signals, sources, enhanced, rates)]
 
 
-def _shape(audio: np.ndarray, source: np.ndarray, enhanced: np.ndarray, rate: int,
+def _shape(audio: np.ndarray, source: np.ndarray, enhanced: np.ndarray, sample_rate: int,
            backend_rate: int, shaping: Shaping) -> np.ndarray:
     """Exactly the input's shape and length, shaped as ``shaping`` says;
     ``source`` is what the backend was given (the input, or its mono mix)."""
@@ -210,13 +210,13 @@ def _shape(audio: np.ndarray, source: np.ndarray, enhanced: np.ndarray, rate: in
         # The backend changed nothing (spectral at strength 0): neither does
         # the shaping, whose STFT round trips are exact only to a rounding.
         return np.ascontiguousarray(audio, dtype=np.float32)
-    if shaping.full_band and backend_rate < rate:
-        enhanced = extend_band(source, enhanced, rate, backend_rate)
+    if shaping.full_band and backend_rate < sample_rate:
+        enhanced = extend_band(source, enhanced, sample_rate, backend_rate)
     if shaping.channels == "linked":
-        enhanced = linked_gains(audio, enhanced, rate)
+        enhanced = linked_gains(audio, enhanced, sample_rate)
     out = np.broadcast_to(enhanced, audio.shape)
     if shaping.atten_lim_db:
-        out = limit_attenuation(audio, np.ascontiguousarray(out), rate, shaping.atten_lim_db)
+        out = limit_attenuation(audio, np.ascontiguousarray(out), sample_rate, shaping.atten_lim_db)
     if shaping.dry:
         out = (1 - shaping.dry) * out + shaping.dry * audio
     return np.ascontiguousarray(out, dtype=np.float32)
@@ -234,7 +234,7 @@ def run_chunks(spec: backends.BackendSpec, threads: int, tasks: list[ChunkTask],
     readable: list[tuple[ChunkTask, np.ndarray]] = []
     for task in tasks:
         try:
-            readable.append((task, read_frames(Path(task.path), task.chunk.read_start,
+            readable.append((task, read_span(Path(task.path), task.chunk.read_start,
                                                task.chunk.read_stop)))
         except FileError as error:
             results.append(ChunkResult(task.file_id, task.chunk, None, error.cause, 0.0))

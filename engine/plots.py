@@ -16,7 +16,6 @@ little memory as a short one, and drawing needs no pass of its own.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,19 +46,19 @@ class PlotData:
 
 class PlotMeter:
     """Gathers :class:`PlotData` from a signal given in order, ``[T, C]``
-    blocks, whose total length ``frames`` is known in advance."""
+    blocks, whose total length ``samples`` (per channel) is known in advance."""
 
-    def __init__(self, frames: int, sample_rate: int, channels: int, columns: int = COLUMNS,
+    def __init__(self, samples: int, sample_rate: int, channels: int, columns: int = COLUMNS,
                  spectrum_columns: int = SPECTRUM_COLUMNS):
-        self.frames, self.sample_rate, self.channels = frames, sample_rate, channels
-        spans = max(1, min(columns, frames))
-        self.edges = np.linspace(0, frames, spans + 1).astype(np.int64)
+        self.samples, self.sample_rate, self.channels = samples, sample_rate, channels
+        spans = max(1, min(columns, samples))
+        self.edges = np.linspace(0, samples, spans + 1).astype(np.int64)
         self.low = np.full((channels, spans), np.inf)
         self.high = np.full((channels, spans), -np.inf)
         self.n_fft = frame_length(sample_rate)
         self.window = np.hanning(self.n_fft).astype(np.float32)
-        count = max(1, min(spectrum_columns, frames // self.n_fft or 1))
-        self.starts = np.linspace(0, max(0, frames - self.n_fft), count).astype(np.int64)
+        count = max(1, min(spectrum_columns, samples // self.n_fft or 1))
+        self.starts = np.linspace(0, max(0, samples - self.n_fft), count).astype(np.int64)
         self.power = np.zeros((self.n_fft // 2 + 1, count), dtype=np.float32)
         self.next_frame = 0
         self.position = 0
@@ -71,7 +70,7 @@ class PlotMeter:
         joined = np.concatenate([self.carry, block])
         offset = start - len(self.carry)  # the file position of joined[0]
         first = self.next_frame
-        ends = np.minimum(self.starts[first:] + self.n_fft, self.frames)
+        ends = np.minimum(self.starts[first:] + self.n_fft, self.samples)
         last = first + int(np.searchsorted(ends, stop, side="right"))
         if last > first:
             if len(joined) < self.n_fft:  # a file shorter than one frame
@@ -102,7 +101,7 @@ class PlotMeter:
         power = self.power * 4 / self.window.sum() ** 2  # a sine of amplitude A: A**2 in its bin
         decibels = 10 * np.log10(np.maximum(power, 10 ** (FLOOR_DB / 10)))
         return PlotData(low, high, decibels, self.sample_rate,
-                        self.frames / self.sample_rate if self.sample_rate else 0.0,
+                        self.samples / self.sample_rate if self.sample_rate else 0.0,
                         self.channels)
 
 

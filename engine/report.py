@@ -64,15 +64,15 @@ class Meters:
     """One side's levels and picture, gathered from ``[T, C]`` blocks in
     order."""
 
-    def __init__(self, frames: int, sample_rate: int, channels: int, measure: Measure):
-        self.shape = (frames, sample_rate, channels)
+    def __init__(self, samples: int, sample_rate: int, channels: int, measure: Measure):
+        self.shape = (samples, sample_rate, channels)
         self.measure = measure
         self.reset()
 
     def reset(self) -> None:
-        frames, sample_rate, channels = self.shape
+        samples, sample_rate, channels = self.shape
         self.level = LevelMeter(sample_rate, channels) if self.measure.levels else None
-        self.picture = PlotMeter(frames, sample_rate, channels) if self.measure.plot else None
+        self.picture = PlotMeter(samples, sample_rate, channels) if self.measure.plot else None
 
     def add(self, block: np.ndarray) -> None:
         for meter in (self.level, self.picture):

@@ -11,7 +11,6 @@ memory stays bounded however slow a stage is.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,13 +80,13 @@ class Run:
     # -- planning ------------------------------------------------------------
 
     def _chunks(self, info) -> list[Chunk]:
-        rate = info.sample_rate
-        before, after = self.backend.context_frames(rate)
-        margin = round(RESAMPLE_CONTEXT_S * rate)
-        segment = max(1, round((self.batch.options.segment_s or self.backend.segment_s) * rate))
-        overlap = min(round(self.batch.options.overlap_s * rate), segment - 1)
-        return plan_chunks(info.frames, segment, overlap, before + margin, after + margin,
-                           align=self.backend.alignment(rate))
+        sample_rate = info.sample_rate
+        before, after = self.backend.context_samples(sample_rate)
+        margin = round(RESAMPLE_CONTEXT_S * sample_rate)
+        segment = max(1, round((self.batch.options.segment_s or self.backend.segment_s) * sample_rate))
+        overlap = min(round(self.batch.options.overlap_s * sample_rate), segment - 1)
+        return plan_chunks(info.samples, segment, overlap, before + margin, after + margin,
+                           align=self.backend.alignment(sample_rate))
 
     def _longest_chunk_s(self) -> float:
         return max((c.read_stop - c.read_start) / f.planned.info.sample_rate

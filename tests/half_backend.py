@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.signal import lfilter, lfilter_zi
+from scipy.signal import lfilter
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class HalfBackend:
     def __init__(self, options: HalfOptions = HalfOptions()):
         self.options = options
 
-    def context_frames(self, sample_rate: int) -> tuple[int, int]:
+    def context_samples(self, sample_rate: int) -> tuple[int, int]:
         return (round(0.5 * sample_rate) if self.options.smoothing else 0), 0
 
     def alignment(self, sample_rate: int) -> int:

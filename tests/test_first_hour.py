@@ -269,7 +269,7 @@ def test_an_output_that_cannot_be_written_is_one_error_before_the_run(tmp_path, 
     result = cli(tmp_path / "in", "-o", out)
     assert result.exit_code == 2
     (line,) = result.stderr.splitlines()
-    assert line.startswith(f"error: ") and str(out) in line
+    assert line.startswith("error: ") and str(out) in line
     assert "a.wav" not in line and "of audio" not in result.stderr
 
 

@@ -61,7 +61,7 @@ class Backend(Protocol):
       deviation over the whole file (a pre-pass the engine runs in the pool).
     - ``causal``: the output at a time depends on the input up to it only,
       so :meth:`stream` can run it live.
-    - ``context_frames(rate)``: real signal (samples at ``rate``) it needs
+    - ``context_samples(rate)``: real signal (samples at ``rate``) it needs
       before and after a chunk for the chunk to match a whole-file run;
       ``alignment(rate)``: chunks start on multiples of this, its frame grid.
     - ``chunks_per_call(chunk_s)``: chunks to stack into one :meth:`enhance`
@@ -83,7 +83,7 @@ class Backend(Protocol):
     needs_file_std: bool
     causal: bool
 
-    def context_frames(self, sample_rate: int) -> tuple[int, int]: ...
+    def context_samples(self, sample_rate: int) -> tuple[int, int]: ...
 
     def alignment(self, sample_rate: int) -> int: ...
 

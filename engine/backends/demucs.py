@@ -297,7 +297,7 @@ class DemucsBackend:
             self._model = load_model(self.options.model, self.options.weights).to(self.device)
         return self._model
 
-    def context_frames(self, sample_rate: int) -> tuple[int, int]:
+    def context_samples(self, sample_rate: int) -> tuple[int, int]:
         """Warm-up before a chunk; after it, the look-ahead of the convolutions
         and resampling filters (the LSTM of a non-causal model sees both ways,
         so it gets the warm-up on both sides)."""

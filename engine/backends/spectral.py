@@ -150,7 +150,7 @@ class SpectralBackend:
             except FileError as error:
                 raise UsageError(f"--noise-file {options.noise_file}: {error.cause}") from None
 
-    def context_frames(self, sample_rate: int) -> tuple[int, int]:
+    def context_samples(self, sample_rate: int) -> tuple[int, int]:
         """Samples of real signal needed before and after a chunk."""
         return round(WARMUP_S * sample_rate), frame_length(sample_rate)
 
