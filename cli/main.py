@@ -244,7 +244,7 @@ def denoise(
     _need_stack()
     from denoise.engine import BatchOptions, Finishing, Measure
 
-    given = {"spectral": {"strength": strength, "noise_file": noise_file},
+    given = {"spectral": {"strength": strength, "noise": _recording("--noise-file", noise_file)},
              "demucs": {"model": model, "weights": weights, "device": device}}.get(method, {})
     backend_options = {name: value for name, value in given.items() if value is not None}
     with _usage_errors():
@@ -287,6 +287,19 @@ def _check_combinations(method, output, inputs, quiet, verbose, json_lines, poli
     if inputs == ["-"] and sys.stdin.isatty():
         _usage_error("'-' reads audio from standard input, which is a terminal here; pipe "
                      "a file in (cat a.wav | denoise - -o out.wav)")
+
+
+def _recording(option: str, path: Path | None):
+    """A recording an option names, read once before anything runs."""
+    if path is None:
+        return None
+    from denoise.engine.audio_io import read_recording
+    from denoise.engine.errors import FileError
+
+    try:
+        return read_recording(path)
+    except FileError as error:
+        _usage_error(f"{option} {path}: {error.cause}")
 
 
 def _run(inputs, output, recursive, pattern, overwrite, options, view, measure) -> int:

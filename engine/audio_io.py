@@ -10,6 +10,7 @@ interrupted run never leaves a partial file under a real name.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -158,16 +159,32 @@ def channel_std(path: Path, info: AudioInfo, mix: bool = False,
     return np.sqrt(np.maximum(variance, 0.0)).astype(np.float32)
 
 
-def read_noise_file(path: Path, sample_rate: int, max_s: float = 60.0):
-    """Up to ``max_s`` of a noise recording, mono, at ``sample_rate`` (torch)."""
-    import torch
+class Recording:
+    """A short recording held in memory, mono: what a backend may be given
+    besides the audio it enhances (the spectral method's noise sample), so
+    that it never reads files itself. Its text (what run logs and reports
+    show) names the file and a digest of the samples, so another recording
+    under the same name counts as other settings."""
 
-    from denoise.engine.dsp import resample
+    __slots__ = ("samples", "sample_rate", "source")
 
+    def __init__(self, samples: np.ndarray, sample_rate: int, source: str):
+        self.samples, self.sample_rate, self.source = samples, sample_rate, source
+
+    def __str__(self) -> str:
+        digest = hashlib.sha256(self.samples.tobytes()).hexdigest()[:12]
+        return (f"{self.source} ({len(self.samples) / self.sample_rate:.1f} s, "
+                f"sha256 {digest})")
+
+    __repr__ = __str__
+
+
+def read_recording(path: Path | str, max_s: float = 20.0) -> Recording:
+    """Up to ``max_s`` of a recording, mixed to mono; a :class:`FileError`
+    names the file and the cause when it cannot be read."""
     info = probe(Path(path))
     samples = min(info.samples, round(max_s * info.sample_rate))
-    noise = torch.from_numpy(read_span(Path(path), 0, samples).mean(axis=0))
-    return resample(noise, info.sample_rate, sample_rate)
+    return Recording(read_span(Path(path), 0, samples).mean(axis=0), info.sample_rate, str(path))
 
 
 SUFFIX_FORMATS = {".wav": "WAV", ".wave": "WAV", ".flac": "FLAC", ".ogg": "OGG",

@@ -5,6 +5,7 @@ import numpy as np
 import soundfile as sf
 
 from denoise.engine import enhance_array
+from denoise.engine.audio_io import read_recording
 
 RATE = 16000
 
@@ -48,7 +49,7 @@ def test_noise_file_profile_removes_steady_noise_and_keeps_speech(tmp_path):
     noise = _white(4, 0.03, seed=3)
     sf.write(str(tmp_path / "room.wav"), _white(3, 0.03, seed=4), RATE)
     out = enhance_array((speech_like + noise).astype(np.float32), RATE,
-                        noise_file=tmp_path / "room.wav")
+                        noise=read_recording(tmp_path / "room.wav"))
     gaps, syllables = ~gate, gate & (np.abs(np.sin(2 * np.pi * 3 * t)) > 0.7)
     assert _rms_db(noise[gaps]) - _rms_db(out[gaps]) > 10
     speech_error = _rms_db(out[syllables] - speech_like[syllables]) - _rms_db(speech_like[syllables])

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from denoise.engine.dsp import frame_length
+from denoise.engine.audio_io import Recording
+from denoise.engine.dsp import frame_length, resample
 
 # Gerkmann and Hendriks' fixed a-priori SNR for "speech present" (15 dB) and
 # their smoothing constants, given for 32 ms frames at 50 % overlap. (A lower
@@ -46,7 +46,7 @@ NOISE_SMOOTHING = 0.8
 # that speech as noise, which loses intelligibility (STOI) in babble, piano
 # and cafe noise. The gain therefore sees the noise estimate scaled by this
 # factor (-3 dB); the tracker itself is not changed. A noise profile from
-# ``noise_file`` has no such leak and is used as measured.
+# ``noise`` recording has no such leak and is used as measured.
 GAIN_NOISE_SCALE = 0.5
 # The speech presence probability that weights the gain uses a fixed a-priori
 # SNR of 5 dB rather than the tracker's 15 dB: its transition from "absent" to
@@ -75,20 +75,21 @@ class SpectralOptions:
             means no limit (a floor of -100 dB).
         strength: 0 leaves the signal unchanged, 1 applies the full gain;
             values between scale the attenuation in decibels.
-        noise_file: a recording of the noise alone; when given, its average
+        noise: a recording of the noise alone (``audio_io.read_recording``);
+            when given, its average
             spectrum is used instead of tracking the noise.
     """
 
     atten_lim_db: float = 15.0
     strength: float = 1.0
-    noise_file: Path | None = None
+    noise: Recording | None = None
 
     def describe(self) -> dict[str, str]:
         """These settings as a person reads them."""
         text = {"strength": f"{self.strength:g}",
                 "attenuation limit": f"{self.atten_lim_db:g} dB" if self.atten_lim_db else "none"}
-        if self.noise_file is not None:
-            text["noise profile"] = str(self.noise_file)
+        if self.noise is not None:
+            text["noise profile"] = str(self.noise)
         return text
 
     def __post_init__(self) -> None:
@@ -141,14 +142,6 @@ class SpectralBackend:
     def __init__(self, options: SpectralOptions = SpectralOptions()):
         self.options = options
         self._profiles: dict[int, torch.Tensor] = {}
-        if options.noise_file is not None:  # refused once, before any file is read
-            from denoise.engine.audio_io import probe
-            from denoise.engine.errors import FileError, UsageError
-
-            try:
-                probe(Path(options.noise_file))
-            except FileError as error:
-                raise UsageError(f"--noise-file {options.noise_file}: {error.cause}") from None
 
     def context_samples(self, sample_rate: int) -> tuple[int, int]:
         """Samples of real signal needed before and after a chunk."""
@@ -179,7 +172,7 @@ class SpectralBackend:
         spec = torch.stft(audio, n_fft, hop, window=window, center=True,
                           pad_mode="constant", return_complex=True)
         power = spec.real**2 + spec.imag**2
-        if self.options.noise_file is not None:
+        if self.options.noise is not None:
             noise = self._noise_profile(sample_rate, n_fft, hop, window).to(audio.device)
             noise = noise.expand(power.shape[:-1]).clone()
             track = False
@@ -195,11 +188,11 @@ class SpectralBackend:
 
     def _noise_profile(self, sample_rate: int, n_fft: int, hop: int,
                        window: torch.Tensor) -> torch.Tensor:
-        """Mean noise power per bin of ``noise_file``, at ``sample_rate``."""
+        """Mean noise power per bin of the ``noise`` recording, at ``sample_rate``."""
         if sample_rate not in self._profiles:
-            from denoise.engine.audio_io import read_noise_file
-
-            noise = read_noise_file(self.options.noise_file, sample_rate)
+            recording = self.options.noise
+            noise = resample(torch.from_numpy(recording.samples), recording.sample_rate,
+                             sample_rate)
             spec = torch.stft(noise, n_fft, hop, window=window, center=True,
                               return_complex=True)
             power = (spec.real**2 + spec.imag**2).mean(dim=-1)
