@@ -17,7 +17,7 @@ from typing import BinaryIO
 from denoise.engine.audio_io import AudioInfo
 from denoise.engine.errors import FileError
 from denoise.engine.finishing import Finishing, finish
-from denoise.engine.pipeline import worker_setup
+from denoise.engine.pipeline import keep_memory_flat, worker_setup
 from denoise.engine.report import Measure, Measurements, Meters, measure
 
 
@@ -57,6 +57,13 @@ class Completed:
 def complete(job: Completion) -> Completed:
     """Finish and measure one file; a file's failure is returned, not raised."""
     worker_setup(job.threads)
+    try:
+        return _complete(job)
+    finally:
+        keep_memory_flat()
+
+
+def _complete(job: Completion) -> Completed:
     info = job.info
     before = Meters(info.samples, info.sample_rate, info.channels, job.measure)
     after = Meters(info.samples, info.sample_rate, info.channels, job.measure)
