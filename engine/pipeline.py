@@ -32,7 +32,7 @@ from denoise.engine.errors import FileError
 
 # A worker's memory may grow this much over what it held after its first
 # task before freed memory is handed back to the system.
-MEMORY_GROWTH = 1.2
+MEMORY_GROWTH = 1.1
 try:
     _libc = ctypes.CDLL("libc.so.6")
     _libc.malloc_trim  # noqa: B018 - glibc only
