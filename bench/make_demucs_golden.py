@@ -10,7 +10,11 @@ on random weights, for the four published configurations, and writes to
   its tensors (the weights themselves, 19 to 61 M parameters, are too large
   to commit; `torch.manual_seed(seed)` rebuilds them, and the hash proves it),
 - an input of 1.5 s at 16 kHz (an odd length, to exercise the valid-length
-  padding) and the reference's output for it.
+  padding) and the reference's output for it;
+- for the causal configurations, the output of the reference's streamer
+  (``DemucsStreamer``, one frame per step, fed in blocks of 100 samples and
+  flushed), which normalises and resamples online and so differs from the
+  offline output.
 
     pip download --no-deps --no-binary :all: denoiser==0.1.5 -d /tmp/ref
     tar xzf /tmp/ref/denoiser-0.1.5.tar.gz -C /tmp/ref
@@ -53,6 +57,14 @@ def golden_input(seed: int, length: int = 23_999) -> torch.Tensor:
     return (tone + 0.05 * torch.randn(length, generator=generator)).view(1, 1, -1)
 
 
+def streamer_output(streamer, mix: torch.Tensor, block: int = 100) -> np.ndarray:
+    """What the reference streamer gives for ``mix`` ``[C, T]`` fed in blocks."""
+    pieces = [streamer.feed(mix[:, start:start + block])
+              for start in range(0, mix.shape[-1], block)]
+    pieces.append(streamer.flush())
+    return torch.cat(pieces, dim=-1).numpy()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, required=True,
@@ -60,6 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(args.reference))
     from denoiser.demucs import Demucs as ReferenceDemucs
+    from denoiser.demucs import DemucsStreamer
 
     FIXTURES.mkdir(parents=True, exist_ok=True)
     for name, (kwargs, seed) in CONFIGS.items():
@@ -69,12 +82,14 @@ def main() -> None:
         mix = golden_input(seed)
         with torch.no_grad():
             expected = reference(mix)
+            streamed = streamer_output(DemucsStreamer(reference, num_frames=1), mix[0]) \
+                if reference.causal else np.zeros(0)
         np.savez_compressed(
             FIXTURES / f"demucs_{name}.npz",
             config=json.dumps(kwargs), seed=seed, state_sha256=state_digest(state),
             names=np.array(list(state)),
             shapes=json.dumps([list(t.shape) for t in state.values()]),
-            input=mix.numpy(), output=expected.numpy())
+            input=mix.numpy(), output=expected.numpy(), stream_output=streamed)
         print(f"{name}: {sum(t.numel() for t in state.values()) / 1e6:.1f} M parameters, "
               f"output peak {expected.abs().max():.3f}")
 
