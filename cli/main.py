@@ -32,7 +32,9 @@ HELP = ("Enhance speech in recordings: remove background noise. Files and folder
 EXAMPLES = (("denoise in/ -o out/ -r", "a folder tree, mirrored in out/"),
             ("denoise talk.mp3 -o talk-clean.flac", "one file to another file and format"),
             ("denoise in/ -o out/ --method demucs", "the neural model (downloads it once)"),
-            ("cat a.wav | denoise - -o - > b.wav", "in a shell pipeline"))
+            ("cat a.wav | denoise - -o - > b.wav", "in a shell pipeline"),
+            ("arecord | denoise --stream | aplay", "live, through pipes"),
+            ("denoise --live --virtual-mic", "a clean microphone for call apps"))
 
 
 class _Command(TyperCommand):
@@ -47,6 +49,13 @@ app = typer.Typer(add_completion=True, rich_markup_mode=None, pretty_exceptions_
 
 IO, ENHANCE, SPECTRAL, DEMUCS = "Input and output", "Enhancement", "Spectral method", "DEMUCS method"
 FINISH, REPORTS, RUN, ABOUT = "Finishing", "Reports", "Running", "Information"
+LIVE = "Streaming and live"
+RAW_FORMATS = ("s16le", "s24le", "s32le", "f32le", "f64le", "u8")
+# What a stream or live run takes besides its own options: the enhancement's
+# settings that work block by block, and how much is printed.
+STREAM_TAKES = {"stream", "live", "raw", "rate", "channels", "hop_ms", "method", "dry",
+                "atten_lim", "strength", "noise_file", "model", "weights", "quiet", "verbose",
+                "inputs", "output", "input_device", "virtual_mic"}
 
 
 def _one_of(values, name: str):
@@ -83,15 +92,26 @@ def _download_model(name: Optional[str]) -> None:
         raise typer.Exit(present.download(name))
 
 
+def _list_devices(value: bool) -> None:
+    if value:
+        with _usage_errors():
+            from denoise.engine.live import list_devices
+
+            present.device_table(list_devices())
+        raise typer.Exit(0)
+
+
 @app.command(cls=_Command, help=HELP, no_args_is_help=True)
 def denoise(
-    inputs: Annotated[list[str], typer.Argument(
+    ctx: typer.Context,
+    inputs: Annotated[Optional[list[str]], typer.Argument(
         metavar="INPUT...", show_default=False, rich_help_panel=IO,
-        help="Audio files or folders; '-' reads one file from standard input.")],
-    output: Annotated[str, typer.Option(
+        help="Audio files or folders; '-' reads one file from standard input.")] = None,
+    output: Annotated[Optional[str], typer.Option(
         "-o", "--output", metavar="OUT", rich_help_panel=IO, show_default=False,
         help="Output folder (the input tree is mirrored there); for a single input, an "
-             "output file (named .wav, .flac, ...); '-' for standard output.")],
+             "output file (named .wav, .flac, ...); '-' for standard output. With --live, "
+             "the output device.")] = None,
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r", rich_help_panel=IO, help="Walk folders recursively.")] = False,
     glob: Annotated[Optional[str], typer.Option(
@@ -135,10 +155,9 @@ def denoise(
              "demucs]")] = None,
     channels: Annotated[str, typer.Option(
         metavar="|".join(CHANNEL_MODES), rich_help_panel=ENHANCE,
-        callback=_one_of(CHANNEL_MODES, "channel mode"),
         help="each: every channel on its own; mix: the mono mix, on every channel; linked: "
-             "the mono mix's gains on every channel (the stereo image stays put). "
-             "[default: each]")] = "each",
+             "the mono mix's gains on every channel (the stereo image stays put). With "
+             "--raw, a number: the input's channel count. [default: each]")] = "each",
     band_limit: Annotated[bool, typer.Option(
         "--band-limit", rich_help_panel=ENHANCE,
         help="demucs, files above 16 kHz: keep the model's band (nothing above 8 kHz) "
@@ -219,6 +238,39 @@ def denoise(
     verbose: Annotated[bool, typer.Option(
         "-v", "--verbose", rich_help_panel=RUN,
         help="A line for every file; a traceback for an internal error.")] = False,
+    stream: Annotated[bool, typer.Option(
+        "--stream", rich_help_panel=LIVE,
+        help="Enhance standard input to standard output as it arrives, block by block, in "
+             "its own format: a WAV stream (as arecord and ffmpeg -f wav - write it) or raw "
+             "PCM (--raw).")] = False,
+    raw: Annotated[Optional[str], typer.Option(
+        metavar="FORMAT", rich_help_panel=LIVE,
+        callback=_one_of(RAW_FORMATS, "raw sample format"),
+        help=f"--stream input is headerless PCM: {', '.join(RAW_FORMATS)} (ffmpeg's names), "
+             "with --rate and --channels N; the output is the same.")] = None,
+    rate: Annotated[Optional[int], typer.Option(
+        metavar="HZ", min=1000, rich_help_panel=LIVE,
+        help="The sample rate of --raw input; for --live, the rate the devices are opened "
+             "at. [default for --live: 16000 for demucs, 48000 for spectral]")] = None,
+    hop_ms: Annotated[Optional[float], typer.Option(
+        "--hop-ms", metavar="MS", min=1.0, rich_help_panel=LIVE,
+        help="demucs: enhance in steps of MS, a multiple of 16; a longer step costs less "
+             "per second of audio and adds its length to the latency. [default: 16]")] = None,
+    live: Annotated[bool, typer.Option(
+        "--live", rich_help_panel=LIVE,
+        help="Enhance an input device into an output device until Ctrl-C, showing the "
+             "latency and any dropouts. Needs pip install 'denoise[live]'.")] = False,
+    input_device: Annotated[Optional[str], typer.Option(
+        "--input", metavar="DEVICE", rich_help_panel=LIVE,
+        help="--live: the input device, by number or part of its name (see --list-devices). "
+             "[default: the system's]")] = None,
+    virtual_mic: Annotated[bool, typer.Option(
+        "--virtual-mic", rich_help_panel=LIVE,
+        help="--live on Linux (PulseAudio or PipeWire): write to a new virtual microphone, "
+             "'Denoise microphone', that call apps can pick; it is removed on exit.")] = False,
+    list_devices: Annotated[bool, typer.Option(
+        "--list-devices", is_eager=True, callback=_list_devices, rich_help_panel=ABOUT,
+        help="Show the audio devices --live can use.")] = False,
     version: Annotated[bool, typer.Option(
         "--version", is_eager=True, callback=_version, rich_help_panel=ABOUT,
         help="Print the version and exit.")] = False,
@@ -234,6 +286,23 @@ def denoise(
         rich_help_panel=ABOUT, help="Download a pretrained model, then exit.")] = None,
 ) -> None:
     method = method or ("demucs" if model or weights else "spectral")
+    if stream or live:
+        raise typer.Exit(_stream_or_live(ctx, method, inputs, output, stream, live, raw, rate,
+                                         channels,
+                                         hop_ms, input_device, virtual_mic, quiet, verbose, dry,
+                                         atten_lim, strength, noise_file, model, weights))
+    if channels not in CHANNEL_MODES:
+        _usage_error(f"--channels {channels}: a channel count is for --raw input; the modes "
+                     f"are {', '.join(CHANNEL_MODES)}" if channels.isdigit() else
+                     f"--channels: {channels!r} is not a channel mode; choose from "
+                     f"{', '.join(CHANNEL_MODES)}")
+    if not inputs:
+        _usage_error("Missing argument 'INPUT...'. (see denoise --help)")
+    if output is None:
+        _usage_error("Missing option '-o' / '--output'. (see denoise --help)")
+    given = _given(ctx) & {"raw", "rate", "hop_ms", "input_device", "virtual_mic"}
+    if given:
+        _usage_error(f"{_names(ctx, given)}: only with --stream or --live")
     _check_combinations(method, output, inputs, quiet, verbose, json_lines,
                         sum((overwrite, skip_existing, resume)), bool(log) and no_log,
                         spectral_only={"--strength": strength, "--noise-file": noise_file},
@@ -244,9 +313,9 @@ def denoise(
     _need_stack()
     from denoise.engine import BatchOptions, Finishing, Measure
 
-    given = {"spectral": {"strength": strength, "noise": _recording("--noise-file", noise_file)},
-             "demucs": {"model": model, "weights": weights, "device": device}}.get(method, {})
-    backend_options = {name: value for name, value in given.items() if value is not None}
+    backend_options = _backend_options(method, strength=strength,
+                                       noise=_recording("--noise-file", noise_file),
+                                       model=model, weights=weights, device=device)
     with _usage_errors():
         options = BatchOptions(
             method=method, backend_options=backend_options, jobs=jobs, fmt=fmt, subtype=subtype,
@@ -263,14 +332,127 @@ def denoise(
     raise typer.Exit(_run(inputs, output, recursive, glob, overwrite, options, view, measure))
 
 
+def _given(ctx: typer.Context) -> set[str]:
+    """The parameters given on the command line."""
+    return {name for name in ctx.params
+            if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
+
+
+def _names(ctx: typer.Context, params: set[str]) -> str:
+    """``--report, --plot``: the options as the user typed them."""
+    options = {param.name: max(param.opts, key=len) for param in ctx.command.params}
+    return ", ".join(sorted(options[name] for name in params))
+
+
+def _stream_or_live(ctx, method, inputs, output, stream, live, raw, rate, channels, hop_ms,
+                    input_device, virtual_mic, quiet, verbose, dry, atten_lim, strength,
+                    noise_file, model, weights) -> int:
+    """``--stream`` and ``--live``: check what they can take, then run."""
+    if stream and live:
+        _usage_error("--stream and --live cannot be used together")
+    mode = "--stream" if stream else "--live"
+    refused = _given(ctx) - STREAM_TAKES
+    if refused:
+        _usage_error(f"{_names(ctx, refused)}: not with {mode} (files only)")
+    if quiet and verbose:
+        _usage_error("-q and -v cannot be used together")
+    _method_only(method, spectral_only={"--strength": strength, "--noise-file": noise_file},
+                 demucs_only={"--model": model, "--weights": weights})
+    if method == "demucs" and atten_lim is not None:
+        _usage_error("--atten-lim: with --stream or --live, only for --method spectral")
+    raw_channels = None
+    if channels.isdigit():
+        if not raw:
+            _usage_error(f"--channels {channels}: a channel count is for --raw input")
+        raw_channels, channels = int(channels), "each"
+    elif channels not in CHANNEL_MODES:
+        _usage_error(f"--channels: {channels!r} is not a channel mode; choose from "
+                     f"{', '.join(CHANNEL_MODES)}")
+    if stream:
+        if inputs not in (None, ["-"]) or output not in (None, "-"):
+            _usage_error("--stream reads standard input and writes standard output; to "
+                         "enhance files, leave out --stream")
+        if raw and (rate is None or raw_channels is None):
+            _usage_error("--raw needs --rate HZ and --channels N (the input has no header)")
+        if not raw and (rate is not None or raw_channels is not None):
+            _usage_error("--rate and --channels N describe --raw input; a WAV stream's "
+                         "header gives them")
+        if sys.stdout.isatty():
+            _usage_error("refusing to write audio to a terminal; pipe it into a player "
+                         "(| aplay, | ffplay -) or redirect it")
+        if sys.stdin.isatty():
+            _usage_error("--stream reads audio from standard input, which is a terminal "
+                         "here; pipe a stream in (arecord | denoise --stream | aplay)")
+    else:
+        if inputs or raw:
+            _usage_error("--live reads the --input device, not files or standard input")
+        if virtual_mic and output is not None:
+            _usage_error("--virtual-mic is the output; -o names another output device")
+    _need_stack()
+    from denoise.engine.backends import BackendSpec
+
+    spec = BackendSpec(method, _backend_options(
+        method, strength=strength, noise=_recording("--noise-file", noise_file),
+        atten_lim_db=atten_lim, model=model, weights=weights))
+    view = present.StreamView(quiet=quiet, verbose=verbose)
+    if stream:
+        return _pipe(spec, raw, rate, raw_channels, channels, dry, hop_ms, view)
+    return _live(spec, input_device, output, rate, channels, dry, hop_ms, virtual_mic, view)
+
+
+def _pipe(spec, raw, rate, raw_channels, channel_mode, dry, hop_ms, view) -> int:
+    from denoise.engine.pipe import SAMPLE_FORMATS, StreamFormat, StreamFormatError, run_pipe
+
+    try:
+        with _usage_errors():
+            fmt = (StreamFormat(rate, raw_channels, SAMPLE_FORMATS[raw], wav=False)
+                   if raw else None)
+        result = run_pipe(sys.stdin.fileno(), sys.stdout.buffer, spec, raw=fmt,
+                          channel_mode=channel_mode, dry=dry, hop_ms=hop_ms,
+                          on_start=view.stream_started)
+    except StreamFormatError as error:
+        present.error(f"standard input: {error}")
+        return 1
+    except DenoiseError as refusal:
+        present.error(str(refusal))
+        return 2
+    except BrokenPipeError:  # the player or the next program stopped reading
+        present.silence_stdout()
+        return 128 + signal.SIGPIPE
+    except KeyboardInterrupt as stop:
+        return present.exit_code(stop)
+    view.stream_ended(result)
+    return 0
+
+
+def _live(spec, input_device, output_device, rate, channel_mode, dry, hop_ms, virtual_mic,
+          view) -> int:
+    from contextlib import nullcontext
+
+    from denoise.engine.live import VirtualMicrophone, run_live
+
+    as_device = lambda name: int(name) if name is not None and name.isdigit() else name  # noqa: E731
+    try:
+        with _usage_errors(), (VirtualMicrophone() if virtual_mic else nullcontext()) as mic:
+            if mic is not None:
+                view.virtual_mic(mic)
+                output_device = "pulse"
+            run_live(spec, as_device(input_device), as_device(output_device), rate,
+                     channel_mode, dry, hop_ms, on_status=view.live_status)
+    except KeyboardInterrupt as stop:  # Ctrl-C is how a live run ends
+        view.live_ended()
+        return 0 if getattr(stop, "signum", signal.SIGINT) == signal.SIGINT \
+            else present.exit_code(stop)
+    view.live_ended()
+    return 0
+
+
 def _check_combinations(method, output, inputs, quiet, verbose, json_lines, policies,
                         log_twice, spectral_only, demucs_only, file_outputs) -> None:
     """Usage errors that need no file read: options that contradict each
     other or do nothing with the method chosen."""
+    _method_only(method, spectral_only, demucs_only)
     given = lambda options: [name for name, value in options.items() if value]  # noqa: E731
-    for owner, options in (("demucs", demucs_only), ("spectral", spectral_only)):
-        if method != owner and given(options):
-            _usage_error(f"{', '.join(given(options))}: only for --method {owner}")
     if quiet and verbose:
         _usage_error("-q and -v cannot be used together")
     if policies > 1:
@@ -287,6 +469,24 @@ def _check_combinations(method, output, inputs, quiet, verbose, json_lines, poli
     if inputs == ["-"] and sys.stdin.isatty():
         _usage_error("'-' reads audio from standard input, which is a terminal here; pipe "
                      "a file in (cat a.wav | denoise - -o out.wav)")
+
+
+def _method_only(method: str, spectral_only: dict, demucs_only: dict) -> None:
+    """Refuse options given for the method not chosen."""
+    for owner, options in (("demucs", demucs_only), ("spectral", spectral_only)):
+        given = [name for name, value in options.items()
+                 if value is not None and value is not False]
+        if method != owner and given:
+            _usage_error(f"{', '.join(given)}: only for --method {owner}")
+
+
+def _backend_options(method: str, **given) -> dict:
+    """The options of ``method``'s backend among ``given`` (None: not given)."""
+    from denoise.engine.backends import backend_class
+
+    fields = backend_class(method).Options.__dataclass_fields__
+    return {name: value for name, value in given.items()
+            if name in fields and value is not None}
 
 
 def _recording(option: str, path: Path | None):

@@ -293,6 +293,8 @@ def help_page(command, ctx, examples, exit_codes: dict[int, str]) -> None:
 
     out = Console(highlight=False)
     out.print(Text.assemble(("Usage: ", "bold"), "denoise [OPTIONS] INPUT... -o OUT"))
+    out.print("       denoise --stream [OPTIONS] < IN > OUT")
+    out.print("       denoise --live [--input DEVICE] [-o DEVICE | --virtual-mic] [OPTIONS]")
     out.print()
     out.print(command.help, markup=False)
     out.print()
@@ -330,3 +332,81 @@ def _option_label(param) -> str:
     names = sorted(param.opts, key=len)
     metavar = "" if getattr(param, "is_flag", False) else f" {param.metavar or 'VALUE'}"
     return ", ".join(names) + metavar
+
+
+def device_table(devices) -> None:
+    """``--list-devices``: number, name, host API, channels in/out, rate."""
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("#", "device", "host API", "in", "out", "rate"):
+        table.add_column(column, justify="right" if column in ("#", "in", "out", "rate")
+                         else "left")
+    for device in devices:
+        marks = ("<" if device.default_input else "") + (">" if device.default_output else "")
+        table.add_row(f"{marks}{device.index}", device.name, device.host_api,
+                      str(device.inputs), str(device.outputs), f"{device.sample_rate:g}")
+    out = Console(highlight=False)
+    out.print(table)
+    out.print("< default input, > default output; --input and -o take a number or part of "
+              "a name")
+
+
+@dataclass
+class StreamView:
+    """What ``--stream`` and ``--live`` print, on standard error."""
+
+    quiet: bool = False
+    verbose: bool = False
+    last_status: object = None
+    warned: bool = False
+
+    def stream_started(self, result) -> None:
+        if not self.quiet:
+            latency_ms = 1000 * result.latency_samples / result.format.sample_rate
+            console.print(f"streaming {result.format.describe()}: latency {latency_ms:.1f} ms",
+                          markup=False)
+
+    def stream_ended(self, result) -> None:
+        if self.verbose:
+            console.print(f"done: {result.samples_in} samples in, {result.samples_out} out",
+                          markup=False)
+
+    def virtual_mic(self, mic) -> None:
+        if not self.quiet:
+            console.print(f"virtual microphone: '{mic.description}' (PulseAudio source "
+                          f"{mic.name}_mic); pick it in the call app", markup=False)
+
+    def live_status(self, status) -> None:
+        """A line a second: latency, load, dropouts; a warning, once, when
+        the CPU cannot keep up."""
+        self.last_status = status
+        if not status.keeping_up and not self.warned:
+            self.warned = True
+            warning(f"the CPU cannot keep up: a {status.hop_ms:.3g} ms hop takes "
+                    f"{sum(status.recent) / len(status.recent):.1f} ms to enhance, so the "
+                    "output will drop out; try a longer --hop-ms (e.g. 32) or a smaller model "
+                    "(--model dns48, or --method spectral)")
+        if self.quiet:
+            return
+        line = _live_line(status)
+        if status.hops == 0:
+            console.print(f"live: {line}; Ctrl-C stops", markup=False)
+            return
+        if console.is_terminal:
+            console.print(line, end="\r", markup=False)
+        elif self.verbose:
+            console.print(line, markup=False)
+
+    def live_ended(self) -> None:
+        if self.last_status is not None and not self.quiet:
+            console.print(f"stopped. {_live_line(self.last_status)}", markup=False)
+
+
+def _live_line(status) -> str:
+    return (f"{status.sample_rate} Hz, hop {status.hop_ms:.3g} ms: latency at most "
+            f"{status.latency_ms:.0f} ms (enhancement {status.algorithmic_ms:.0f}, hops "
+            f"{status.waiting_ms:.0f}, devices {status.device_ms:.0f} as PortAudio reports "
+            f"them); compute "
+            f"{status.compute_ms:.1f} ms per hop at most; underruns {status.underflows}, "
+            f"overruns {status.overflows}, gaps {status.gaps}")

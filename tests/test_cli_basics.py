@@ -134,9 +134,12 @@ def test_every_option_has_help(cli):
     import inspect
 
     for name in inspect.signature(command).parameters:
+        if name == "ctx":  # the command's context, not an option
+            continue
         option = "--" + name.replace("_", "-")
         aliases = {"inputs": "INPUT", "fmt": "--format", "json-lines": "--json",
-                   "atten-lim": "--atten-lim", "segment": "--segment-s"}
+                   "atten-lim": "--atten-lim", "segment": "--segment-s",
+                   "input-device": "--input"}
         key = aliases.get(name, aliases.get(option[2:], option))
         assert key in result.output, f"{key} missing from --help"
 

@@ -35,11 +35,15 @@ class Stream(Protocol):
 
     ``feed`` takes the next ``[C, n]`` samples at the stream's rate and
     returns what is ready, ``[C, m]``; ``flush`` returns the rest at the end.
-    Fed in any block sizes, the output is the same; all of it, delayed by
-    ``latency_samples``, is the input's length.
+    Fed in any block sizes, the output is the same; all of it is the input's
+    length, output sample ``t`` the enhancement of input sample ``t``, and
+    it comes out at most ``latency_samples`` after that input sample went
+    in. It works in steps of ``hop_samples``: a live source delivers blocks
+    of that size.
     """
 
     latency_samples: int
+    hop_samples: int
 
     def feed(self, block: np.ndarray) -> np.ndarray: ...
 
@@ -71,7 +75,9 @@ class Backend(Protocol):
       dry run. Raises a :class:`~denoise.engine.errors.UsageError` that stops
       the run if it cannot be had.
     - ``enhance(audio [N, T], rate, file_std [N] | None) -> [N, T]``.
-    - ``stream(rate, channels) -> Stream`` for a causal backend.
+    - ``stream(rate, channels, hop_ms=None) -> Stream`` for a causal backend:
+      ``[C, n]`` blocks at ``rate``, in hops of ``hop_ms`` where the backend
+      offers a choice (:mod:`~denoise.engine.streaming` wraps it).
     """
 
     Options: ClassVar[type]
@@ -94,7 +100,7 @@ class Backend(Protocol):
     def enhance(self, audio: torch.Tensor, sample_rate: int,
                 file_std: np.ndarray | None = None) -> torch.Tensor: ...
 
-    def stream(self, sample_rate: int, channels: int) -> Stream: ...
+    def stream(self, sample_rate: int, channels: int, hop_ms: float | None = None) -> Stream: ...
 
 
 @dataclass(frozen=True)

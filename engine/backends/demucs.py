@@ -324,6 +324,33 @@ class DemucsBackend:
         2.5 kB per input sample for dns48, in proportion to ``hidden``."""
         return 2.5e3 * self.width / 48 * chunk_s * SAMPLE_RATE * self.shape.resample / 4
 
+    def stream(self, sample_rate: int, channels: int, hop_ms: float | None = None):
+        """Live DEMUCS (:class:`~.demucs_stream.DemucsStream`), one stream per
+        channel, resampled from and to ``sample_rate``; on the CPU whatever
+        ``device`` says, since one hop is far too little work for a GPU.
+        ``hop_ms``: a multiple of the model's frame (16 ms); longer hops cost
+        less per second of audio and add their length to the latency."""
+        from denoise.engine.backends.demucs_stream import DemucsStream
+        from denoise.engine.streaming import AtRate, PerChannel
+
+        frame_ms = 1000 * self.shape.total_stride / SAMPLE_RATE
+        hop_frames = 1 if hop_ms is None else round(hop_ms / frame_ms)
+        if hop_ms is not None and (hop_frames < 1 or abs(hop_frames * frame_ms - hop_ms) > 1e-6):
+            raise UsageError(f"--hop-ms {hop_ms:g}: must be a multiple of this model's "
+                             f"{frame_ms:g} ms frame")
+        if not self.causal:
+            weights = f" ({Path(self.options.weights).name})" if self.options.weights else ""
+            raise UsageError(f"DEMUCS model {self.options.model}{weights} is not causal (it "
+                             "looks ahead in time), so it cannot stream; use dns48, dns64 or "
+                             "master64")
+        model = load_model(self.options.model, self.options.weights)
+        first = DemucsStream(model, hop_frames)
+        stream = PerChannel([first] + [DemucsStream(model, hop_frames, weights_of=first)
+                                       for _ in range(channels - 1)])
+        if sample_rate != SAMPLE_RATE:
+            stream = AtRate(stream, sample_rate, SAMPLE_RATE, channels)
+        return stream
+
     def enhance(self, audio: torch.Tensor, sample_rate: int,
                 file_std: np.ndarray | None = None) -> torch.Tensor:
         """``[N, T] -> [N, T]`` at 16 kHz; ``file_std`` ``[N]`` normalises.

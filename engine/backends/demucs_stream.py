@@ -46,10 +46,13 @@ class DemucsStream:
     ``latency_samples`` after it went in.
     """
 
-    def __init__(self, model: Demucs, hop_frames: int = 1, dry: float = 0.0):
+    def __init__(self, model: Demucs, hop_frames: int = 1, dry: float = 0.0,
+                 weights_of: DemucsStream | None = None):
+        """``weights_of``: another stream of the same model and hop, whose
+        weight matrices this one shares (one per channel, read once)."""
         if not model.causal:
-            raise UsageError("this DEMUCS model is not causal (its LSTM looks ahead), so it "
-                             "cannot run live; use dns48, dns64 or master64")
+            raise UsageError("this DEMUCS model is not causal (it looks ahead in time), so it "
+                             "cannot stream; use dns48, dns64 or master64")
         if model.chin != 1:
             raise UsageError("live DEMUCS takes one-channel models")
         self.model, self.dry = model, dry
@@ -57,9 +60,14 @@ class DemucsStream:
         self.frame_length = model.valid_length(1) + model.total_stride * (hop_frames - 1)
         self.total_length = self.frame_length + RESAMPLE_LOOKAHEAD
         self.latency_samples = self.total_length
+        self.hop_samples = self.stride
         self.buffer = min(model.total_stride, RESAMPLE_BUFFER)
         self.taps = model.sinc_taps.view(-1).numpy().astype(np.float32)
-        self._layers()
+        if weights_of is None:
+            self._layers()
+        else:
+            self.encoder, self.decoder = weights_of.encoder, weights_of.decoder
+            self.lstm_layers, self.lstm_sizes = weights_of.lstm_layers, weights_of.lstm_sizes
         self.pending = np.zeros(0, dtype=np.float32)
         self.resample_in = np.zeros(self.buffer, dtype=np.float32)
         self.resample_out = np.zeros(self.buffer, dtype=np.float32)

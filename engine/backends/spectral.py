@@ -31,6 +31,7 @@ import torch
 
 from denoise.engine.audio_io import Recording
 from denoise.engine.dsp import frame_length, resample
+from denoise.engine.errors import UsageError
 
 # Gerkmann and Hendriks' fixed a-priori SNR for "speech present" (15 dB) and
 # their smoothing constants, given for 32 ms frames at 50 % overlap. (A lower
@@ -174,17 +175,28 @@ class SpectralBackend:
         power = spec.real**2 + spec.imag**2
         if self.options.noise is not None:
             noise = self._noise_profile(sample_rate, n_fft, hop, window).to(audio.device)
-            noise = noise.expand(power.shape[:-1]).clone()
-            track = False
+            tracker = Tracker(noise.expand(power.shape[:-1]), track=False)
         else:
-            noise = initial_noise(power, sample_rate, hop)
-            track = True
-        gain_floor = 10 ** (-(self.options.atten_lim_db or NO_LIMIT_DB) / 20)
-        gains = track_and_gain(power, noise, gain_floor, track)
+            tracker = Tracker(initial_noise(power, sample_rate, hop), track=True)
+        gains = track_and_gain(power, tracker, self.gain_floor)
         if self.options.strength < 1:
             gains = gains ** self.options.strength
         return torch.istft(spec * gains, n_fft, hop, window=window, center=True,
                            length=length)
+
+    @property
+    def gain_floor(self) -> float:
+        return 10 ** (-(self.options.atten_lim_db or NO_LIMIT_DB) / 20)
+
+    def stream(self, sample_rate: int, channels: int,
+               hop_ms: float | None = None) -> SpectralStream:
+        """The same filter run live, ``channels`` at ``sample_rate`` (see
+        :class:`SpectralStream` for how its start differs). Its hop is half
+        its frame, fixed (16 ms at 16 kHz, 21 ms at 44.1 and 48 kHz)."""
+        if hop_ms is not None:
+            raise UsageError("--hop-ms: only for --method demucs (the spectral filter's hop "
+                             "is half its 32 ms frame)")
+        return SpectralStream(self, sample_rate, channels)
 
     def _noise_profile(self, sample_rate: int, n_fft: int, hop: int,
                        window: torch.Tensor) -> torch.Tensor:
@@ -200,15 +212,13 @@ class SpectralBackend:
         return self._profiles[sample_rate]
 
 
-def track_and_gain(power: torch.Tensor, noise: torch.Tensor, gain_floor: float,
-                   track: bool) -> torch.Tensor:
-    """Gains ``[N, F, T]`` for a power spectrogram ``[N, F, T]``.
-
-    ``noise`` is the starting noise power ``[N, F]`` (kept fixed when ``track``
-    is false). Only the recursions run frame by frame (:func:`recursions`);
-    everything else is computed for all frames at once.
+def track_and_gain(power: torch.Tensor, tracker: Tracker, gain_floor: float) -> torch.Tensor:
+    """Gains ``[N, F, T]`` for a power spectrogram ``[N, F, T]``, the noise
+    followed by ``tracker`` (whose state goes on to the next call). Only the
+    recursions run frame by frame (:meth:`Tracker.run`); everything else is
+    computed for all frames at once.
     """
-    gain_noise, prior_snr = recursions(power, noise, track)
+    gain_noise, prior_snr = tracker.run(power)
     post_snr = power / gain_noise
     # MMSE log-spectral amplitude gain (Ephraim and Malah, 1985).
     wiener = prior_snr / (1 + prior_snr)
@@ -220,70 +230,195 @@ def track_and_gain(power: torch.Tensor, noise: torch.Tensor, gain_floor: float,
     return torch.exp(log_gain)
 
 
-def recursions(power: torch.Tensor, noise: torch.Tensor,
-               track: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The noise power the gain sees and the a-priori SNR, ``[N, F, T]`` each.
+class Tracker:
+    """The noise power the gain sees and the a-priori SNR, frame by frame.
 
-    Per frame: the Gerkmann-Hendriks noise update (when ``track``), then the
-    decision-directed a-priori SNR, whose previous speech power is estimated
-    with the Wiener gain (keeping this loop to a handful of operations; the
-    costlier log-spectral amplitude gain is computed for all frames at once).
-    Both run in one loop over frames, time-major, on NumPy with every
-    operation in place: this loop is the backend's speed (it matches the
-    TorchScript it replaced, without compiling at import).
+    Per frame: the Gerkmann-Hendriks noise update (when ``track``; otherwise
+    the starting ``noise`` ``[N, F]`` is kept), then the decision-directed
+    a-priori SNR, whose previous speech power is estimated with the Wiener
+    gain (keeping this loop to a handful of operations; the costlier
+    log-spectral amplitude gain is computed for all frames at once). Both run
+    in one loop over frames, time-major, on NumPy with every operation in
+    place: this loop is the backend's speed (it matches the TorchScript it
+    replaced, without compiling at import). The state is kept between calls,
+    so a signal given in pieces gives what it gives whole.
     """
-    frames = power.permute(2, 0, 1).contiguous().numpy()  # [T, N, F]
-    estimate = noise.numpy().astype(np.float32, copy=True)
-    gain_noise = np.empty_like(frames)
-    prior = np.empty_like(frames)
-    spp_mean = np.zeros_like(estimate)
-    speech_power = np.zeros_like(estimate)
-    probability, scratch = np.empty_like(estimate), np.empty_like(estimate)
-    prior_ratio = SPP_PRIOR_SNR / (1 + SPP_PRIOR_SNR)
-    log_prior_odds = math.log1p(SPP_PRIOR_SNR)
-    for t, frame in enumerate(frames):
-        if track:
-            # p = sigmoid(prior_ratio * frame / noise - log_prior_odds)
-            np.divide(frame, estimate, out=probability)
-            probability *= -prior_ratio
-            probability += log_prior_odds
-            np.exp(probability, out=probability)
-            probability += 1.0
-            np.reciprocal(probability, out=probability)
-            np.subtract(probability, spp_mean, out=scratch)
-            scratch *= 1.0 - SPP_SMOOTHING
-            spp_mean += scratch
-            # A probability stuck near one would freeze the estimate: cap it.
-            np.minimum(probability, SPP_STAGNATION_LIMIT, out=probability,
-                       where=spp_mean > SPP_STAGNATION_LIMIT)
-            # noise <- s * noise + (1 - s) * E[noise | frame], with
-            # E[noise | frame] = (1 - p) * frame + p * noise.
-            np.subtract(frame, estimate, out=scratch)
-            np.subtract(1.0, probability, out=probability)
-            scratch *= probability
-            scratch *= 1.0 - NOISE_SMOOTHING
-            estimate += scratch
-            np.multiply(estimate, GAIN_NOISE_SCALE, out=gain_noise[t])
-        else:
-            gain_noise[t] = estimate
-        # prior = max((1 - w) max(frame / noise - 1, 0) + w speech / noise, floor)
-        current = prior[t]
-        np.divide(frame, gain_noise[t], out=current)
-        current -= 1.0
-        np.maximum(current, 0.0, out=current)
-        current *= 1.0 - DD_WEIGHT
-        np.divide(speech_power, gain_noise[t], out=scratch)
-        scratch *= DD_WEIGHT
-        current += scratch
-        np.maximum(current, PRIOR_SNR_FLOOR, out=current)
-        # speech power of this frame, for the next: (prior / (prior + 1))^2 * frame
-        np.add(current, 1.0, out=scratch)
-        np.divide(current, scratch, out=speech_power)
-        np.square(speech_power, out=speech_power)
-        speech_power *= frame
-    return _frequency_major(gain_noise), _frequency_major(prior)
+
+    def __init__(self, noise: torch.Tensor, track: bool):
+        self.track = track
+        self.estimate = noise.numpy().astype(np.float32, copy=True)
+        self.spp_mean = np.zeros_like(self.estimate)
+        self.speech_power = np.zeros_like(self.estimate)
+
+    def run(self, power: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise for the gain and a-priori SNR, ``[N, F, T]`` each, for ``power``."""
+        frames = power.permute(2, 0, 1).contiguous().numpy()  # [T, N, F]
+        estimate, spp_mean, speech_power = self.estimate, self.spp_mean, self.speech_power
+        gain_noise = np.empty_like(frames)
+        prior = np.empty_like(frames)
+        probability, scratch = np.empty_like(estimate), np.empty_like(estimate)
+        prior_ratio = SPP_PRIOR_SNR / (1 + SPP_PRIOR_SNR)
+        log_prior_odds = math.log1p(SPP_PRIOR_SNR)
+        for t, frame in enumerate(frames):
+            if self.track:
+                # p = sigmoid(prior_ratio * frame / noise - log_prior_odds)
+                np.divide(frame, estimate, out=probability)
+                probability *= -prior_ratio
+                probability += log_prior_odds
+                np.exp(probability, out=probability)
+                probability += 1.0
+                np.reciprocal(probability, out=probability)
+                np.subtract(probability, spp_mean, out=scratch)
+                scratch *= 1.0 - SPP_SMOOTHING
+                spp_mean += scratch
+                # A probability stuck near one would freeze the estimate: cap it.
+                np.minimum(probability, SPP_STAGNATION_LIMIT, out=probability,
+                           where=spp_mean > SPP_STAGNATION_LIMIT)
+                # noise <- s * noise + (1 - s) * E[noise | frame], with
+                # E[noise | frame] = (1 - p) * frame + p * noise.
+                np.subtract(frame, estimate, out=scratch)
+                np.subtract(1.0, probability, out=probability)
+                scratch *= probability
+                scratch *= 1.0 - NOISE_SMOOTHING
+                estimate += scratch
+                np.multiply(estimate, GAIN_NOISE_SCALE, out=gain_noise[t])
+            else:
+                gain_noise[t] = estimate
+            # prior = max((1 - w) max(frame / noise - 1, 0) + w speech / noise, floor)
+            current = prior[t]
+            np.divide(frame, gain_noise[t], out=current)
+            current -= 1.0
+            np.maximum(current, 0.0, out=current)
+            current *= 1.0 - DD_WEIGHT
+            np.divide(speech_power, gain_noise[t], out=scratch)
+            scratch *= DD_WEIGHT
+            current += scratch
+            np.maximum(current, PRIOR_SNR_FLOOR, out=current)
+            # speech power of this frame, for the next: (prior / (prior + 1))^2 * frame
+            np.add(current, 1.0, out=scratch)
+            np.divide(current, scratch, out=speech_power)
+            np.square(speech_power, out=speech_power)
+            speech_power *= frame
+        return _frequency_major(gain_noise), _frequency_major(prior)
 
 
 def _frequency_major(frames: np.ndarray) -> torch.Tensor:
     """``[T, N, F]`` as the ``[N, F, T]`` tensor the rest of the backend uses."""
     return torch.from_numpy(frames).permute(1, 2, 0)
+
+
+# Mean power per sample below which a frame is digital silence (-100 dBFS).
+SILENCE_POWER = 1e-10
+
+
+class SpectralStream:
+    """The spectral filter run live on ``[C, n]`` blocks at one rate.
+
+    Frame for frame it is the offline filter (the same STFT grid, tracker,
+    gain and overlap-add, with the same ending), except where the offline
+    filter looks ahead: it starts its noise tracker from a low quantile of
+    the first second, which a live stream has not heard yet. The stream
+    starts it from its first full frame with sound instead (a start too high is
+    corrected within a few frames, one too low only slowly), so the two
+    differ while the tracker settles; ``initial_noise`` ``[C, F]`` gives it
+    the offline start instead. With a noise profile nothing is looked ahead
+    and the two are the same throughout.
+
+    Output sample ``t`` is the enhancement of input sample ``t``; it comes
+    out once the frame after it is complete, at most ``latency_samples``
+    (one frame) later.
+    """
+
+    def __init__(self, backend: SpectralBackend, sample_rate: int, channels: int,
+                 initial_noise: torch.Tensor | None = None):
+        self.n_fft = frame_length(sample_rate)
+        self.hop = self.n_fft // 2
+        self.latency_samples = self.n_fft
+        self.hop_samples = self.hop
+        self.gain_floor, self.strength = backend.gain_floor, backend.options.strength
+        window = torch.hann_window(self.n_fft, periodic=True).sqrt()
+        self.window = window.numpy()
+        self.tracker = None
+        if backend.options.noise is not None:
+            profile = backend._noise_profile(sample_rate, self.n_fft, self.hop, window)
+            self.tracker = Tracker(profile.expand(channels, -1), track=False)
+        elif initial_noise is not None:
+            self.tracker = Tracker(initial_noise, track=True)
+        # The offline STFT is centred: the signal is padded with half a frame
+        # of zeros before it; the output in that padding is never emitted.
+        self.pending = np.zeros((channels, self.hop), dtype=np.float32)
+        self.overlap = np.zeros((channels, self.n_fft - self.hop), dtype=np.float32)
+        self.padding_left = self.hop
+        self.received = self.emitted = self.frames_done = 0
+
+    def feed(self, block: np.ndarray) -> np.ndarray:
+        """The next ``[C, n]`` samples; returns the enhanced ``[C, m]`` ready."""
+        block = np.asarray(block, dtype=np.float32)
+        self.received += block.shape[1]
+        self.pending = np.concatenate([self.pending, block], axis=1)
+        frames = (self.pending.shape[1] - self.n_fft) // self.hop + 1
+        if self.frames_done == 0 and self.tracker is None:
+            # The first full frame (the second of the centred grid) may start
+            # the tracker; nothing comes out before it anyway.
+            frames = frames if self.pending.shape[1] >= self.n_fft + self.hop else 0
+        if frames <= 0:
+            return np.zeros((block.shape[0], 0), dtype=np.float32)
+        return self._trim(self._frames(frames)[:, :frames * self.hop])
+
+    def flush(self) -> np.ndarray:
+        """The rest: the last frames, as the offline filter ends its signal."""
+        # The offline grid has 1 + length // hop frames; the last ones see
+        # half a frame of zeros after the signal.
+        done = (self.received + self.hop - self.pending.shape[1]) // self.hop
+        missing = 1 + self.received // self.hop - done
+        if missing <= 0:
+            return np.zeros((self.pending.shape[0], 0), dtype=np.float32)
+        needed = (missing - 1) * self.hop + self.n_fft - self.pending.shape[1]
+        self.pending = np.pad(self.pending, ((0, 0), (0, max(0, needed))))
+        out = self._frames(missing)
+        # Past the last frame's centre only that frame covers the signal; the
+        # offline inverse STFT divides by its window there, as here.
+        out[:, missing * self.hop:] /= np.maximum(self.window[self.hop:] ** 2, 1e-11)
+        return self._trim(out)[:, :self.received - self.emitted]
+
+    def _frames(self, count: int) -> np.ndarray:
+        """Enhance the next ``count`` frames; returns the overlap-added output
+        from the first new sample to the end of the last frame."""
+        hop, n_fft = self.hop, self.n_fft
+        pending = self.pending
+        windows = np.lib.stride_tricks.sliding_window_view(pending, n_fft, axis=1)[:, :count * hop:hop]
+        spectrum = np.fft.rfft(windows * self.window, axis=-1)  # [C, T, F]
+        power = torch.from_numpy((spectrum.real ** 2 + spectrum.imag ** 2)
+                                 .astype(np.float32).transpose(0, 2, 1))
+        gains = np.ones(power.shape, dtype=np.float32)
+        first = 0
+        if self.tracker is None:
+            # The tracker starts on the first full frame with sound in it: a
+            # device's first blocks are often digital silence, and a start
+            # that low would take the tracker seconds to climb out of.
+            half_padding = 1 if self.frames_done == 0 else 0  # the grid's first frame
+            heard = power[:, :, half_padding:].mean(dim=(0, 1)) > SILENCE_POWER * self.n_fft
+            if bool(heard.any()):
+                first = half_padding + int(heard.int().argmax())
+                self.tracker = Tracker(power[:, :, first], track=True)
+        if self.tracker is not None:
+            gains[:, :, first:] = track_and_gain(power[:, :, first:], self.tracker,
+                                                 self.gain_floor).numpy()
+        if self.strength < 1:
+            gains = gains ** self.strength
+        frames = np.fft.irfft(spectrum * gains.transpose(0, 2, 1), n_fft, axis=-1) * self.window
+        out = np.zeros((pending.shape[0], (count - 1) * hop + n_fft), dtype=np.float32)
+        out[:, :n_fft - hop] = self.overlap
+        for index in range(count):
+            out[:, index * hop:index * hop + n_fft] += frames[:, index]
+        self.overlap = out[:, count * hop:].copy()
+        self.frames_done += count
+        self.pending = pending[:, count * hop:]
+        return out
+
+    def _trim(self, out: np.ndarray) -> np.ndarray:
+        """Drop what falls in the centring padding."""
+        skip = min(self.padding_left, out.shape[1])
+        self.padding_left -= skip
+        self.emitted += out.shape[1] - skip
+        return out[:, skip:]
