@@ -29,6 +29,11 @@ LEAD_IN_S = 1.0
 SPEECH_S = 4.0
 START_TIMEOUT_S = 60.0  # import, model load, devices open
 TAIL_S = 0.5  # more than the latency
+# A live run shares 2 cores with the sound server, its recorders and player,
+# and, in a full test run, whatever the suite left warm (a Dask cluster,
+# worker pools): a run that loses audio to that is repeated, up to this many
+# times. A defect in the live path fails every attempt.
+ATTEMPTS = 3
 
 
 def noisy_speech(name: str = "vctk_p225_023_typing_5dB_16k.wav") -> np.ndarray:
@@ -81,6 +86,18 @@ def summary(stderr: str) -> dict[str, float]:
         "gaps": int(re.search(r"gaps (\d+)", line)[1])}
 
 
+def retried(check, *options: str, **where) -> None:
+    """``check(*run_live(*options))``, run again after a failure, up to
+    ``ATTEMPTS`` runs in all."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return check(*run_live(*options, **where))
+        except AssertionError as failure:
+            if attempt == ATTEMPTS:
+                raise
+            print(f"attempt {attempt} failed, run again: {str(failure).splitlines()[0]}")
+
+
 def noise_floor_db(signal: np.ndarray) -> float:
     """The 10th percentile of 20 ms frame levels: the background between words."""
     frames = signal[:len(signal) // 960 * 960].reshape(-1, 960)
@@ -105,8 +122,11 @@ def test_live_demucs_arrives_whole_with_the_latency_it_reports(tmp_path):
     weights = tmp_path / "dns48.th"
     torch.save(Demucs(**json.loads(str(data["config"]))).state_dict(), weights)
 
-    heard, stderr, code, played = run_live("--weights", str(weights), "--dry", "1", "--rate", "48000",
-                                           "--hop-ms", "32")
+    retried(check_passed_through, "--weights", str(weights), "--dry", "1", "--rate", "48000",
+            "--hop-ms", "32")
+
+
+def check_passed_through(heard, stderr, code, played) -> None:
     assert code == 0, stderr
     reported = summary(stderr)
     mic_start, mic_correlation = locate(heard[:, 0], played)
@@ -123,11 +143,13 @@ def test_live_demucs_arrives_whole_with_the_latency_it_reports(tmp_path):
 
 
 def test_live_spectral_takes_the_noise_out(tmp_path):
+    retried(check_enhanced, "--method", "spectral", sample="librispeech_2412_crowd_5dB_44k.wav")
+
+
+def check_enhanced(heard, stderr, code, played) -> None:
     from denoise.engine.backends import BackendSpec
     from denoise.engine.streaming import open_stream
 
-    heard, stderr, code, played = run_live("--method", "spectral",
-                                           sample="librispeech_2412_crowd_5dB_44k.wav")
     assert code == 0, stderr
     mic_start, _ = locate(heard[:, 0], played)
     heard_in = heard[mic_start:mic_start + len(played), 0]
