@@ -28,10 +28,15 @@ EXIT_CODES = {0: "every file done or skipped", 1: "some files failed (the others
               130: "interrupted (Ctrl-C)", 129: "hung up (SIGHUP)", 143: "terminated (SIGTERM)",
               141: "the reader of standard output went away (SIGPIPE)"}
 HELP = ("Enhance speech in recordings: remove background noise. Files and folders in, "
-        "enhanced files out, with the same names, rates, channels, lengths and formats.")
+        "enhanced files out, with the same names, rates, channels, lengths and formats. "
+        "Reads WAV, FLAC, Ogg/Opus, MP3, AIFF, CAF (libsndfile) and, through FFmpeg (PyAV), "
+        "M4A/AAC, WebM, WMA, AC-3 and the sound of MP4, MOV, MKV, WebM, AVI videos; a video "
+        "comes back as a video with its sound enhanced.")
 EXAMPLES = (("denoise in/ -o out/ -r", "a folder tree, mirrored in out/"),
             ("denoise talk.mp3 -o talk-clean.flac", "one file to another file and format"),
             ("denoise in/ -o out/ --method demucs", "the neural model (downloads it once)"),
+            ("denoise lecture.mp4 -o clean/", "a video: picture copied, sound enhanced"),
+            ("denoise memo.m4a -o memo.flac", "an M4A to lossless FLAC"),
             ("cat a.wav | denoise - -o - > b.wav", "in a shell pipeline"),
             ("arecord | denoise --stream | aplay", "live, through pipes"),
             ("denoise --live --virtual-mic", "a clean microphone for call apps"))
@@ -110,8 +115,8 @@ def denoise(
     output: Annotated[Optional[str], typer.Option(
         "-o", "--output", metavar="OUT", rich_help_panel=IO, show_default=False,
         help="Output folder (the input tree is mirrored there); for a single input, an "
-             "output file (named .wav, .flac, ...); '-' for standard output. With --live, "
-             "the output device.")] = None,
+             "output file (named .wav, .flac, .m4a, .mp4, ...); '-' for standard output. With "
+             "--live, the output device.")] = None,
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r", rich_help_panel=IO, help="Walk folders recursively.")] = False,
     glob: Annotated[Optional[str], typer.Option(
@@ -119,11 +124,20 @@ def denoise(
         help="Only take files whose name or relative path matches, e.g. '*.flac'.")] = None,
     fmt: Annotated[Optional[str], typer.Option(
         "--format", metavar="FORMAT", rich_help_panel=IO,
-        help="Output container: WAV, FLAC, OGG, MP3, ... [default: as the input]")] = None,
+        help="Output format: WAV, FLAC, OGG, MP3, ... (libsndfile's; one audio track) "
+             "[default: as the input: M4A, MP4, WebM... are written in their own container, "
+             "codec and bitrate]")] = None,
     subtype: Annotated[Optional[str], typer.Option(
         metavar="SUBTYPE", rich_help_panel=IO,
         help="Output sample format: PCM_16, PCM_24, FLOAT, ... [default: as the input, or "
              "the nearest the container holds]")] = None,
+    audio_track: Annotated[Optional[str], typer.Option(
+        "--audio-track", metavar="N|all", rich_help_panel=IO,
+        help="Which audio track of a video or multi-track file to enhance (1 is the first); "
+             "the others are copied untouched. [default: all]")] = None,
+    audio_only: Annotated[bool, typer.Option(
+        "--audio-only", rich_help_panel=IO,
+        help="From a video, write only the enhanced audio (lecture.mp4 -> lecture.m4a).")] = False,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", rich_help_panel=IO, help="Replace existing outputs.")] = False,
     skip_existing: Annotated[bool, typer.Option(
@@ -323,7 +337,8 @@ def denoise(
                       else "resume" if resume else "error"),
             log=None if no_log else str(log) if log else "auto", cluster=cluster,
             segment_s=segment, dry=dry, channels=channels, atten_lim_db=atten_lim,
-            full_band=not band_limit,
+            full_band=not band_limit, audio_track=_audio_track(audio_track),
+            audio_only=audio_only,
             finishing=Finishing(loudness_lufs=loudness, true_peak_dbtp=true_peak, preset=preset,
                                 clip=clip, residue=residue))
     view = present.View(quiet=quiet, verbose=verbose, json_lines=json_lines, dry_run=dry_run,
@@ -471,6 +486,15 @@ def _check_combinations(method, output, inputs, quiet, verbose, json_lines, poli
                      "a file in (cat a.wav | denoise - -o out.wav)")
 
 
+def _audio_track(value: str | None) -> int | None:
+    """``--audio-track``: a track number from 1, or all (``None``)."""
+    if value is None or value.lower() == "all":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        _usage_error(f"--audio-track {value}: give a track number (1 is the first) or 'all'")
+    return int(value)
+
+
 def _method_only(method: str, spectral_only: dict, demucs_only: dict) -> None:
     """Refuse options given for the method not chosen."""
     for owner, options in (("demucs", demucs_only), ("spectral", spectral_only)):
@@ -512,7 +536,7 @@ def _run(inputs, output, recursive, pattern, overwrite, options, view, measure) 
 
             check_available()
         plan = plan_jobs(inputs, output, recursive=recursive, pattern=pattern,
-                         overwrite=overwrite, fmt=options.fmt)
+                         overwrite=overwrite, fmt=options.fmt, audio_only=options.audio_only)
     view.problems(plan.problems)
     view.left_out(plan.left_out())
     started = time.perf_counter()

@@ -21,13 +21,16 @@ process orchestrates and writes the run log.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from denoise.engine import backends
-from denoise.engine.audio_io import STDIO, AudioInfo, output_format, probe, spool_stdin
+from denoise.engine import backends, media
+from denoise.engine.audio_io import (STDIO, SUFFIX_FORMATS, AudioInfo, output_format, probe,
+                                     spool_stdin)
 from denoise.engine.discovery import Job
 from denoise.engine.errors import FileError
 from denoise.engine.finishing import Finishing
@@ -66,8 +69,12 @@ class BatchOptions:
     atten_lim_db: float | None = None
     full_band: bool = True
     finishing: Finishing = field(default_factory=Finishing)
+    audio_track: int | None = None
+    audio_only: bool = False
 
     def __post_init__(self) -> None:
+        if self.audio_track is not None and self.audio_track < 1:
+            raise ValueError(f"audio_track counts from 1, got {self.audio_track}")
         if self.existing not in ("error", "overwrite", "skip", "resume"):
             raise ValueError(f"existing must be error, overwrite, skip or resume, "
                              f"not {self.existing!r}")
@@ -107,6 +114,10 @@ class BatchOptions:
         text["output format"] = " ".join(part for part in (self.fmt, self.subtype) if part) \
             or "as the input"
         text["chunks"] = f"{self.segment_s:g} s" if self.segment_s else "the method's default"
+        text["audio tracks of media files"] = (f"track {self.audio_track}" if self.audio_track
+                                               else "all")
+        if self.audio_only:
+            text["video"] = "left out (--audio-only)"
         text.update(self.finishing.describe())
         return text
 
@@ -172,11 +183,39 @@ class Planned:
     fmt: str
     subtype: str
     identity: dict | None  # the input's size and time, for the run log
+    # A track of a media file: it is decoded before its chunks are read
+    # (``path`` is then the decoded copy), and, where ``media.mux``, its
+    # enhanced audio goes into the output container with the other streams.
+    media: MediaJob | None = None
+    track: media.Track | None = None
 
     def result(self, status: str, **fields) -> FileResult:
         warnings = [self.info.warning] if self.info.warning else []
         return FileResult(self.job.source, self.job.output, status, self.info.duration_s,
                           warnings=warnings, relative=self.job.relative, **fields)
+
+
+@dataclass
+class MediaJob:
+    """A media input being enhanced: its job as the user asked for it, the
+    tracks chosen, and the private folder for their decoded and enhanced
+    copies. ``mux``: the output is a media container written from the
+    input's streams (else one track goes to a libsndfile format directly)."""
+
+    job: Job
+    path: Path  # the file as read (standard input's spooled copy)
+    info: media.MediaInfo
+    tracks: tuple[media.Track, ...]
+    folder: Path
+    mux: bool
+    muxer: str | None
+    audio_only: bool
+    decoded: list[media.Decoded] | None = None
+    results: list[FileResult] = field(default_factory=list)  # of its tracks, as each ends
+    failed: bool = False
+
+    def enhanced_path(self, track: media.Track) -> Path:
+        return self.folder / f"enhanced{track.number}.w64"
 
 
 class Batch:
@@ -191,6 +230,7 @@ class Batch:
         self.builds_per_worker: dict[int, int] = {}  # model builds seen per worker process
         self.tasks: Counter = Counter()  # chunks, statistics and completions handed out
         self._spooled: list[Path] = []
+        self._media_folders: list[Path] = []
         self._run = None
         self.files: list[Planned] = []
         self.early: list[FileResult] = []
@@ -205,6 +245,8 @@ class Batch:
             if isinstance(planned, str):
                 self.early.append(FileResult(job.source, job.output, "skipped", reason=planned,
                                              relative=job.relative))
+            elif isinstance(planned, list):
+                self.files.extend(planned)
             else:
                 self.files.append(planned)
         if measure.wanted:  # a report lists every input, those that never ran too
@@ -236,13 +278,58 @@ class Batch:
         if job.source == STDIO:
             path = spool_stdin()
             self._spooled.append(path)
+        identity = input_identity(job.source) if job.source != STDIO else None
+        if Path(job.output).suffix.lower() in media.MUXERS:  # M4A, MP4...: FFmpeg writes it
+            return self._plan_media(file_id, job, path, identity)
         try:  # name the file as the user did (stdin is spooled to a temporary)
             info = probe(path)
         except FileError as error:
-            raise FileError(job.source, error.cause) from None
+            if not (media.is_media(path) or Path(job.source).suffix.lower() in media.MUXERS):
+                raise FileError(job.source, error.cause) from None
+            return self._plan_media(file_id, job, path, identity)
         fmt, subtype = output_format(info, job.output, self.options.fmt, self.options.subtype)
-        identity = input_identity(job.source) if job.source != STDIO else None
         return Planned(file_id, job, path, info, fmt, subtype, identity)
+
+    def _plan_media(self, file_id: int, job: Job, path: Path,
+                    identity: dict | None) -> list[Planned]:
+        """A file only FFmpeg reads: one planned file per chosen audio track."""
+        try:
+            found = media.probe_media(path)
+        except FileError as error:
+            raise FileError(job.source, error.cause) from None
+        tracks = found.tracks
+        if self.options.audio_track is not None:
+            if self.options.audio_track > len(tracks):
+                raise FileError(job.source, f"has {_count(len(tracks), 'audio track')}; "
+                                            f"there is no --audio-track {self.options.audio_track}")
+            tracks = (tracks[self.options.audio_track - 1],)
+        suffix = Path(job.output).suffix.lower()
+        direct = (self.options.fmt is not None or suffix in SUFFIX_FORMATS) \
+            and suffix not in media.MUXERS
+        if direct and len(tracks) > 1:
+            raise FileError(job.source, f"has {len(tracks)} audio tracks and a "
+                                        f"{(self.options.fmt or suffix.lstrip('.')).upper()} "
+                                        "file holds one: choose one with --audio-track N")
+        audio_only = self.options.audio_only or suffix in media.AUDIO_ONLY_SUFFIXES
+        folder = Path(tempfile.mkdtemp(prefix="denoise-media-"))
+        self._media_folders.append(folder)
+        muxer = None if direct else media.muxer_for(job.output, found.container,
+                                                    found.video and not audio_only)
+        group = MediaJob(job, path, found, tracks, folder, not direct, muxer, audio_only)
+        planned = []
+        for track in tracks:
+            info = AudioInfo(track.samples, track.sample_rate, track.channels,
+                             found.describe(), track.codec)
+            if direct:
+                fmt, subtype = output_format(info, job.output, self.options.fmt,
+                                             self.options.subtype)
+                member = job
+            else:
+                fmt, subtype = "W64", "FLOAT"
+                member = replace(job, output=str(group.enhanced_path(track)))
+            planned.append(Planned(file_id + len(planned), member, path, info, fmt, subtype,
+                                   identity, group, track))
+        return planned
 
     def planned(self) -> Iterator[FileResult]:
         """What :meth:`run` would do, without doing it (``--dry-run``)."""
@@ -269,6 +356,11 @@ class Batch:
             self.close()
 
     def log(self, planned: Planned, result: FileResult) -> None:
+        if planned.media is not None and planned.media.mux:
+            return  # one track of several: the whole file's result is logged
+        self.log_result(planned, result)
+
+    def log_result(self, planned: Planned, result: FileResult) -> None:
         if self.runlog is not None and planned.identity is not None and result.output != STDIO:
             self.runlog.record(result.input, result.output, result.status, result.error,
                                planned.identity)
@@ -284,6 +376,13 @@ class Batch:
         for path in self._spooled:
             path.unlink(missing_ok=True)
         self._spooled.clear()
+        for folder in self._media_folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._media_folders.clear()
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def cause_for(source: str, error: FileError) -> str:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from denoise.engine.audio_io import AudioInfo
+from denoise.engine.audio_io import AudioInfo, TemporaryFile
 from denoise.engine.errors import FileError
 from denoise.engine.finishing import Finishing, finish
+from denoise.engine.media import Decoded, Track, copy_to, decode_tracks, write_media
 from denoise.engine.pipeline import keep_memory_flat, worker_setup
 from denoise.engine.report import Measure, Measurements, Meters, measure
 
@@ -41,6 +42,7 @@ class Completion:
     threads: int
     title: str = ""
     stdout: BinaryIO | None = None  # only in this process: standard output is not picklable
+    named: str | None = None  # the output as the user named it, where target is a track of it
 
 
 @dataclass
@@ -81,9 +83,62 @@ def _complete(job: Completion) -> Completed:
             if job.staging is None:
                 before.scan(job.source)
             done.measurements = measure(job.source, job.target, job.relative, job.measure,
-                                        job.title, done.gain_db, before, after)
+                                        job.title, done.gain_db, before, after, job.named)
         return done
     except FileError as error:
         return Completed(error=error.cause if error.path == job.name else str(error))
     except OSError as error:  # a full disk, a folder removed under the run
         return Completed(error=f"{job.target}: write failed ({error.strerror or error})")
+
+
+def decode(path: str, tracks: list[Track], folder: str,
+           threads: int) -> tuple[list[Decoded] | None, str | None]:
+    """A media file's chosen tracks decoded into ``folder``; or why not."""
+    worker_setup(threads)
+    try:
+        return decode_tracks(Path(path), tracks, Path(folder)), None
+    except FileError as error:
+        return None, error.cause
+    except OSError as error:  # a full disk under the temporary folder
+        return None, f"cannot decode into {folder} ({error.strerror or error})"
+
+
+@dataclass(frozen=True)
+class Mux:
+    """What a worker needs to write a media file from its enhanced tracks:
+    ``source`` as read, ``name`` as the user gave it, ``enhanced`` the
+    tracks by stream index (decoded input, enhanced file)."""
+
+    source: str
+    name: str
+    target: str
+    muxer: str
+    enhanced: dict[int, tuple[Decoded, str]]
+    audio_only: bool
+    threads: int
+    stdout: BinaryIO | None = None
+
+
+def mux(job: Mux) -> str | None:
+    """Write the media file under a temporary name and publish it (or send
+    it to standard output); returns why it failed, if it did."""
+    worker_setup(job.threads)
+    try:
+        temporary = TemporaryFile(job.target)
+        try:
+            write_media(job.source, temporary.path, job.muxer, job.enhanced, job.audio_only)
+            if job.stdout is not None:
+                copy_to(temporary.path, job.stdout)
+                temporary.discard()
+            else:
+                temporary.publish()
+        except BaseException:
+            temporary.discard()
+            raise
+    except FileError as error:
+        return error.cause if error.path in (job.name, job.source) else str(error)
+    except OSError as error:
+        return f"{job.target}: write failed ({error.strerror or error})"
+    finally:
+        keep_memory_flat()
+    return None

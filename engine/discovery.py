@@ -1,14 +1,14 @@
 """Turning the command line's inputs into (input file, output path) pairs.
 
-Folders are walked (recursively on request) and only audio files are taken;
+Folders are walked (recursively on request) and only audio and video files
+are taken (by extension, or by content where the extension is unknown);
 the relative tree is mirrored under the output folder with the same file
 names. A single input file may instead go to an output file path. The output
 folder itself is never walked, even when it lies inside an input folder, so a
 second run does not enhance the first run's outputs.
 
-What was left out is counted (subfolders not entered, media files of formats
-denoise does not read, files a ``--glob`` did not match), so a run can say
-why it found less than the user expected.
+What was left out is counted (subfolders not entered, files a ``--glob``
+did not match), so a run can say why it found less than the user expected.
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ from __future__ import annotations
 import fnmatch
 import os
 import tempfile
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from denoise.engine.audio_io import AUDIO_SUFFIXES, STDIO, SUFFIX_FORMATS
 from denoise.engine.errors import FileError, UsageError
+from denoise.engine.media import AUDIO_SUFFIX_OF, MUXERS, is_media
 
-# Recordings people have that denoise does not read yet: a folder walk counts
-# them, so the run can say they were left out instead of skipping them silently.
-UNREAD_MEDIA_SUFFIXES = frozenset(
-    {".m4a", ".m4b", ".mp4", ".m4v", ".aac", ".wma", ".wmv", ".webm", ".mkv", ".mka",
-     ".mov", ".avi", ".3gp", ".amr", ".ac3", ".mpg", ".mpeg", ".ts"}
-)
+# What a folder walk takes by its extension: what libsndfile reads, and the
+# containers FFmpeg reads (M4A, WebM, WMA, video).
+MEDIA_SUFFIXES = AUDIO_SUFFIXES | frozenset(MUXERS) | {".amr", ".mp2", ".m2ts", ".mts", ".flv"}
+# Files a walk never opens to look inside: pictures, documents, subtitles.
+_NOT_MEDIA = frozenset({".txt", ".md", ".pdf", ".doc", ".docx", ".jpg", ".jpeg", ".png", ".gif",
+                        ".srt", ".vtt", ".json", ".csv", ".xml", ".html", ".log", ".py"})
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,6 @@ class Plan:
     jobs: list[Job] = field(default_factory=list)
     problems: list[FileError] = field(default_factory=list)
     folders_not_entered: int = 0
-    unread_media: Counter = field(default_factory=Counter)  # suffix -> files
     unmatched: int = 0  # audio files that --glob left out
 
     def left_out(self) -> list[str]:
@@ -70,10 +69,6 @@ class Plan:
         if self.folders_not_entered:
             notes.append(f"{_count(self.folders_not_entered, 'subfolder')} not entered: "
                          "use --recursive")
-        if self.unread_media:
-            suffixes = ", ".join(sorted(self.unread_media))
-            notes.append(f"{_count(sum(self.unread_media.values()), 'file')} in formats "
-                         f"denoise does not read ({suffixes})")
         if self.unmatched:
             notes.append(f"{_count(self.unmatched, 'audio file')} not matching --glob")
         return notes
@@ -85,8 +80,8 @@ def _count(number: int, noun: str) -> str:
 
 def walk(folder: Path, recursive: bool, pattern: str | None,
          plan: Plan | None = None, skip: Path | None = None) -> list[Path]:
-    """Audio files in ``folder`` (sorted), skipping hidden names, non-audio
-    and the folder ``skip`` (the output root). What is left out is counted
+    """Audio and video files in ``folder`` (sorted), skipping hidden names,
+    everything else and the folder ``skip`` (the output root). What is left out is counted
     in ``plan``."""
     plan = plan if plan is not None else Plan()
     skip = skip.resolve() if skip is not None else None
@@ -105,10 +100,8 @@ def walk(folder: Path, recursive: bool, pattern: str | None,
             suffix = path.suffix.lower()
             if name.startswith("."):
                 continue
-            if suffix in UNREAD_MEDIA_SUFFIXES:
-                plan.unread_media[suffix] += 1
-                continue
-            if suffix not in AUDIO_SUFFIXES or not path.is_file():
+            if not path.is_file() or not (suffix in MEDIA_SUFFIXES or (
+                    suffix not in _NOT_MEDIA and is_media(path))):
                 continue
             relative = path.relative_to(folder).as_posix()
             if pattern and not (fnmatch.fnmatch(name, pattern)
@@ -119,8 +112,11 @@ def walk(folder: Path, recursive: bool, pattern: str | None,
     return sorted(found)
 
 
-def _with_format_suffix(path: Path, fmt: str | None) -> Path:
-    """Rename the suffix when ``--format`` asks for another container."""
+def _with_format_suffix(path: Path, fmt: str | None, audio_only: bool = False) -> Path:
+    """Rename the suffix when ``--format`` asks for another container, or
+    ``--audio-only`` for a video's audio flavour (``.mp4`` -> ``.m4a``)."""
+    if audio_only and fmt is None and path.suffix.lower() in AUDIO_SUFFIX_OF:
+        return path.with_suffix(AUDIO_SUFFIX_OF[path.suffix.lower()])
     if fmt is None or SUFFIX_FORMATS.get(path.suffix.lower()) == fmt.upper():
         return path
     suffix = next((s for s, f in SUFFIX_FORMATS.items() if f == fmt.upper()), "." + fmt.lower())
@@ -136,12 +132,12 @@ def writes_one_file(inputs: list[str], output: str) -> bool:
     suffix = Path(output).suffix.lower()
     return (len(inputs) == 1 and not Path(inputs[0]).is_dir()
             and not output.endswith(("/", os.sep)) and not Path(output).is_dir()
-            and suffix in AUDIO_SUFFIXES | UNREAD_MEDIA_SUFFIXES)
+            and suffix in MEDIA_SUFFIXES)
 
 
 def plan_jobs(inputs: list[str], output: str, *, recursive: bool = False,
               pattern: str | None = None, overwrite: bool = False,
-              fmt: str | None = None) -> Plan:
+              fmt: str | None = None, audio_only: bool = False) -> Plan:
     """Pair every input file with its output path.
 
     The plan lists the jobs, the inputs that could not be taken (missing
@@ -157,10 +153,11 @@ def plan_jobs(inputs: list[str], output: str, *, recursive: bool = False,
     if output == STDIO and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
         raise UsageError("'-o -' (standard output) takes exactly one input file")
     out = Path(output)
-    if to_file and output != STDIO and out.suffix.lower() not in SUFFIX_FORMATS:
+    writable = set(SUFFIX_FORMATS) | set(MUXERS)
+    if to_file and output != STDIO and out.suffix.lower() not in writable:
         raise UsageError(f"cannot write {out.suffix} files; name the output with one of "
-                         f"{' '.join(sorted(set(SUFFIX_FORMATS)))}")
-    if not to_file and not out.is_dir() and out.suffix.lower() in AUDIO_SUFFIXES | UNREAD_MEDIA_SUFFIXES:
+                         f"{' '.join(sorted(writable))}")
+    if not to_file and not out.is_dir() and out.suffix.lower() in MEDIA_SUFFIXES:
         several = f"{len(inputs)} inputs need" if len(inputs) > 1 else "a folder input needs"
         raise UsageError(f"-o {out} is named like a file, but {several} an output folder; "
                          "name a folder, or give one input file")
@@ -176,12 +173,13 @@ def plan_jobs(inputs: list[str], output: str, *, recursive: bool = False,
         elif path.is_dir():
             _refuse_in_place(path, out, overwrite)
             for found in walk(path, recursive, pattern, plan, skip=out):
-                relative = _with_format_suffix(found.relative_to(path), fmt)
+                relative = _with_format_suffix(found.relative_to(path), fmt, audio_only)
                 plan.jobs.append(Job(str(found), str(out / relative), relative.as_posix()))
         elif not path.exists():
             plan.problems.append(FileError(path, "no such file or folder"))
         else:
-            target = output if to_file else str(_with_format_suffix(out / path.name, fmt))
+            target = output if to_file else str(_with_format_suffix(out / path.name, fmt,
+                                                                     audio_only))
             if target != STDIO:
                 _refuse_in_place(path, Path(target), overwrite)
             plan.jobs.append(Job(source, target, Path(target).name))

@@ -168,10 +168,12 @@ def _compared(metrics) -> list[str]:
 
 
 def measure(source: str, output: str, relative: str, measure: Measure, title: str,
-            gain_db: float | None, before: Meters, after: Meters) -> Measurements:
+            gain_db: float | None, before: Meters, after: Meters,
+            named: str | None = None) -> Measurements:
     """Measure one finished file from its two sides' meters (already fed),
     and score it against its reference and with DNSMOS where asked; draw the
-    plot. A failure here is recorded in ``problem``: the enhanced file stays."""
+    plot, named after ``named`` (the output as the user named it) where
+    ``output`` is a private copy of one of its tracks. A failure here is recorded in ``problem``: the enhanced file stays."""
     found = Measurements()
     try:
         if measure.levels:
@@ -182,7 +184,8 @@ def measure(source: str, output: str, relative: str, measure: Measure, title: st
             _add_dnsmos(found, source, output)
         if measure.plot:
             found.plot = str(plot_file(before.plot_data(), after.plot_data(),
-                                       plot_path(output, relative, measure.report_dir), title))
+                                       plot_path(named or output, relative, measure.report_dir),
+                                       title))
     except Exception as error:  # noqa: BLE001 - one file's report must not stop the batch
         return Measurements(problem=f"could not measure or plot ({type(error).__name__}: "
                                     f"{error})")

@@ -11,8 +11,9 @@ memory stays bounded however slow a stage is.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import shutil
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -21,7 +22,7 @@ import numpy as np
 from denoise.engine import backends
 from denoise.engine.audio_io import STDIO, AtomicWriter, remove_abandoned
 from denoise.engine.chunking import Chunk, OverlapAdd, plan_chunks
-from denoise.engine.completion import Completed, Completion, complete
+from denoise.engine.completion import Completed, Completion, Mux, complete, decode, mux
 from denoise.engine.errors import FileError
 from denoise.engine.finishing import Output, residue_path
 from denoise.engine.pipeline import (ChunkResult, ChunkTask, Shaping, file_statistics, run_chunks,
@@ -52,6 +53,7 @@ class _File:
     ola: OverlapAdd = field(default_factory=OverlapAdd)
     sink: Output | AtomicWriter | None = None
     completing: bool = False
+    decoding: str = "none"  # a media track: none, asked
     seconds: float = 0.0
     error: str | None = None
     done: bool = False
@@ -76,6 +78,11 @@ class Run:
         self.completions: deque[_File] = deque()
         self.cursor = 0  # the first file whose chunks are not all submitted
         self.audio_done, self.files_done = 0.0, 0
+        # The tracks of media files that are written into a container, by
+        # their own (private) output: their results make one file's result.
+        self.tracks = {file.planned.job.output: file for file in self.files
+                       if file.planned.media is not None and file.planned.media.mux}
+        self.muxing: list = []  # media jobs whose output is being written
 
     # -- planning ------------------------------------------------------------
 
@@ -91,6 +98,9 @@ class Run:
     def _longest_chunk_s(self) -> float:
         return max((c.read_stop - c.read_start) / f.planned.info.sample_rate
                    for f in self.files for c in f.chunks)
+
+    def _members(self, group) -> list[_File]:
+        return [file for file in self.files if file.planned.media is group]
 
     def _open_pool(self):
         """The pool and the torch threads each task may use. One process
@@ -139,7 +149,7 @@ class Run:
             done, _ = cf.wait(self.in_flight, return_when=cf.FIRST_COMPLETED)
             for future in done:
                 kind, subject = self.in_flight.pop(future)
-                yield from self._take(kind, subject, future)
+                yield from self._by_file(self._take(kind, subject, future))
             if on_progress is not None:
                 on_progress(Progress(self.files_done, len(self.files), self.audio_done, total))
 
@@ -155,6 +165,17 @@ class Run:
                 if self.cursor < len(self.files) and file is self.files[self.cursor]:
                     self.cursor += 1
                 continue
+            media_job = file.planned.media
+            if media_job is not None and media_job.decoded is None:
+                if group:
+                    break
+                if file.decoding == "none":
+                    for member in self._members(media_job):
+                        member.decoding = "asked"
+                    self._submit("decode", media_job, decode, str(media_job.path),
+                                 list(media_job.tracks), str(media_job.folder), self.threads)
+                    return True
+                continue  # being decoded: look further ahead for work
             if self.backend.needs_file_std and file.statistics != "ready":
                 if group:
                     break
@@ -194,9 +215,80 @@ class Run:
                         for task in subject] if error else future.result())
             for result in results:
                 yield from self._assemble(self.files[result.file_id], result)
+        elif kind == "decode":
+            decoded, cause = (None, _task_failure(error)) if error else future.result()
+            members = self._members(subject)
+            if cause is not None:
+                for member in members:
+                    yield from self._fail(member, cause)
+                return
+            subject.decoded = decoded
+            for member, track in zip(members, decoded):
+                planned = member.planned
+                planned.path = Path(track.path)
+                planned.info = replace(planned.info, samples=track.samples)
+                member.chunks = self._chunks(planned.info)
+        elif kind == "mux":
+            self.muxing.remove(subject)
+            yield self._media_result(subject, _task_failure(error) if error else future.result())
         else:
             yield from self._completed(subject, Completed(error=_task_failure(error))
                                        if error else future.result())
+
+    # -- media files ---------------------------------------------------------
+
+    def _by_file(self, results: Iterator) -> Iterator:
+        """Results as the user sees them: a media file's tracks make one
+        result, once its output is written from them (or one has failed)."""
+        for result in results:
+            file = self.tracks.get(result.output)
+            if file is None:
+                yield result
+                continue
+            media_job = file.planned.media
+            if media_job.failed:
+                continue
+            media_job.results.append(result)
+            if result.status == "failed":
+                media_job.failed = True
+                for member in self._members(media_job):
+                    for _ in self._fail(member, result.error):
+                        pass  # its siblings stop: the file has failed
+                yield self._media_result(media_job, result.error)
+            elif len(media_job.results) == len(media_job.tracks):
+                self.muxing.append(media_job)
+                self._submit("mux", media_job, mux, self._mux(media_job))
+
+    def _mux(self, media_job) -> Mux:
+        job = media_job.job
+        enhanced = {track.index: (decoded, str(media_job.enhanced_path(track)))
+                    for track, decoded in zip(media_job.tracks, media_job.decoded)}
+        return Mux(str(media_job.path), job.source, job.output,
+                   media_job.muxer, enhanced, media_job.audio_only, self.threads,
+                   self.batch.stdout if job.output == STDIO else None)
+
+    def _media_result(self, media_job, cause: str | None):
+        """The one result of a media file written from its enhanced tracks."""
+        from denoise.engine.batch import FileResult
+        from denoise.engine.report import FileReport
+
+        job, tracks = media_job.job, media_job.results
+        first = tracks[0] if tracks else None
+        result = FileResult(job.source, job.output, "failed" if cause else "done",
+                            first.duration_s if first else None,
+                            sum(track.seconds or 0.0 for track in tracks), cause,
+                            sum(track.clipped_samples for track in tracks),
+                            warnings=[w for track in tracks for w in track.warnings],
+                            gain_db=first.gain_db if first else None, relative=job.relative)
+        if self.batch.measure.wanted:
+            result.report = FileReport.of(result)
+            if first is not None and first.report is not None and not cause:
+                result.report = replace(first.report, input=result.input, output=result.output,
+                                        seconds=result.seconds,
+                                        realtime_factor=result.realtime_factor)
+        shutil.rmtree(media_job.folder, ignore_errors=True)  # its decoded and enhanced copies
+        self.batch.log_result(self._members(media_job)[0].planned, result)
+        return result
 
     # -- assembly and completion --------------------------------------------
 
@@ -266,7 +358,8 @@ class Run:
                           self.batch.options.finishing, self.batch.measure,
                           str(file.sink.temporary), self.threads,
                           f"{Path(planned.job.source).name} - {self.batch.options.method}",
-                          self.batch.stdout if planned.job.output == STDIO else None)
+                          self.batch.stdout if planned.job.output == STDIO else None,
+                          _shown_output(planned))
 
     def _completed(self, file: _File, completed: Completed) -> Iterator:
         file.completing = False
@@ -321,6 +414,9 @@ class Run:
                 for path in (target, residue_path(target)):
                     if path != STDIO:
                         remove_abandoned(Path(path))
+        for media_job in self.muxing:
+            if media_job.job.output != STDIO:
+                remove_abandoned(Path(media_job.job.output))
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -328,6 +424,16 @@ class Run:
             if file.sink is not None:
                 file.sink.abort()
                 file.sink = None
+
+
+def _shown_output(planned) -> str | None:
+    """A media track's output as the user knows it: the file it goes into
+    (and which of its tracks)."""
+    media_job = planned.media
+    if media_job is None or not media_job.mux:
+        return None
+    output = media_job.job.output
+    return output if len(media_job.tracks) == 1 else f"{output}.track{planned.track.number}"
 
 
 def _task_failure(error: BaseException) -> str:
