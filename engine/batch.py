@@ -213,6 +213,7 @@ class MediaJob:
     decoded: list[media.Decoded] | None = None
     results: list[FileResult] = field(default_factory=list)  # of its tracks, as each ends
     failed: bool = False
+    seconds: float = 0.0  # decoding and writing it
 
     def enhanced_path(self, track: media.Track) -> Path:
         return self.folder / f"enhanced{track.number}.w64"
@@ -335,7 +336,10 @@ class Batch:
         """What :meth:`run` would do, without doing it (``--dry-run``)."""
         yield from self.early
         for planned in self.files:
-            yield planned.result("planned")
+            if planned.media is None or not planned.media.mux:
+                yield planned.result("planned")
+            elif planned.track == planned.media.tracks[0]:  # one line for the file
+                yield replace(planned, job=planned.media.job).result("planned")
         self.close()
 
     def run(self, on_progress: Callable[[Progress], None] | None = None) -> Iterator[FileResult]:

@@ -10,6 +10,7 @@ output itself and the task only measures.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -92,15 +93,19 @@ def _complete(job: Completion) -> Completed:
 
 
 def decode(path: str, tracks: list[Track], folder: str,
-           threads: int) -> tuple[list[Decoded] | None, str | None]:
-    """A media file's chosen tracks decoded into ``folder``; or why not."""
+           threads: int) -> tuple[list[Decoded] | None, str | None, float]:
+    """A media file's chosen tracks decoded into ``folder``, or why not; and
+    the seconds it took."""
     worker_setup(threads)
+    started = time.perf_counter()
     try:
-        return decode_tracks(Path(path), tracks, Path(folder)), None
+        return decode_tracks(Path(path), tracks, Path(folder)), None, \
+            time.perf_counter() - started
     except FileError as error:
-        return None, error.cause
+        return None, error.cause, time.perf_counter() - started
     except OSError as error:  # a full disk under the temporary folder
-        return None, f"cannot decode into {folder} ({error.strerror or error})"
+        return None, f"cannot decode into {folder} ({error.strerror or error})", \
+            time.perf_counter() - started
 
 
 @dataclass(frozen=True)
@@ -119,10 +124,16 @@ class Mux:
     stdout: BinaryIO | None = None
 
 
-def mux(job: Mux) -> str | None:
+def mux(job: Mux) -> tuple[str | None, float]:
     """Write the media file under a temporary name and publish it (or send
-    it to standard output); returns why it failed, if it did."""
+    it to standard output); returns why it failed, if it did, and the
+    seconds it took."""
     worker_setup(job.threads)
+    started = time.perf_counter()
+    return _mux(job), time.perf_counter() - started
+
+
+def _mux(job: Mux) -> str | None:
     try:
         temporary = TemporaryFile(job.target)
         try:

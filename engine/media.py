@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import av
+import av.logging
 import numpy as np
 import soundfile as sf
 from scipy.signal import correlate
@@ -122,10 +123,17 @@ def _cause(error: Exception) -> str:
 
 
 def _open(path: Path | str):
+    # FFmpeg says why it cannot read a file only in its log: caught here
+    # (not printed), so that the error can name the cause.
+    quiet = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
     try:
-        return av.open(str(path), metadata_errors="replace")
+        with av.logging.Capture():
+            return av.open(str(path), metadata_errors="replace")
     except av.FFmpegError as error:
         raise FileError(path, f"not a readable audio or video file ({_cause(error)})") from None
+    finally:
+        av.logging.set_level(quiet)
 
 
 def _is_picture(stream) -> bool:

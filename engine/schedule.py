@@ -216,8 +216,13 @@ class Run:
             for result in results:
                 yield from self._assemble(self.files[result.file_id], result)
         elif kind == "decode":
-            decoded, cause = (None, _task_failure(error)) if error else future.result()
+            decoded, cause, seconds = (None, _task_failure(error), 0.0) if error \
+                else future.result()
             members = self._members(subject)
+            if subject.mux:
+                subject.seconds += seconds
+            else:  # the one track's own result says what the file took
+                members[0].seconds += seconds
             if cause is not None:
                 for member in members:
                     yield from self._fail(member, cause)
@@ -230,7 +235,9 @@ class Run:
                 member.chunks = self._chunks(planned.info)
         elif kind == "mux":
             self.muxing.remove(subject)
-            yield self._media_result(subject, _task_failure(error) if error else future.result())
+            cause, seconds = (_task_failure(error), 0.0) if error else future.result()
+            subject.seconds += seconds
+            yield self._media_result(subject, cause)
         else:
             yield from self._completed(subject, Completed(error=_task_failure(error))
                                        if error else future.result())
@@ -276,7 +283,8 @@ class Run:
         first = tracks[0] if tracks else None
         result = FileResult(job.source, job.output, "failed" if cause else "done",
                             first.duration_s if first else None,
-                            sum(track.seconds or 0.0 for track in tracks), cause,
+                            media_job.seconds + sum(track.seconds or 0.0 for track in tracks),
+                            cause,
                             sum(track.clipped_samples for track in tracks),
                             warnings=[w for track in tracks for w in track.warnings],
                             gain_db=first.gain_db if first else None, relative=job.relative)
