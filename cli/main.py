@@ -111,7 +111,8 @@ def denoise(
     ctx: typer.Context,
     inputs: Annotated[Optional[list[str]], typer.Argument(
         metavar="INPUT...", show_default=False, rich_help_panel=IO,
-        help="Audio files or folders; '-' reads one file from standard input.")] = None,
+        help="Audio or video files, or folders; '-' reads one file from standard "
+             "input.")] = None,
     output: Annotated[Optional[str], typer.Option(
         "-o", "--output", metavar="OUT", rich_help_panel=IO, show_default=False,
         help="Output folder (the input tree is mirrored there); for a single input, an "

@@ -299,11 +299,16 @@ class Batch:
         except FileError as error:
             raise FileError(job.source, error.cause) from None
         tracks = found.tracks
-        if self.options.audio_track is not None:
-            if self.options.audio_track > len(tracks):
-                raise FileError(job.source, f"has {_count(len(tracks), 'audio track')}; "
-                                            f"there is no --audio-track {self.options.audio_track}")
-            tracks = (tracks[self.options.audio_track - 1],)
+        chosen = self.options.audio_track
+        if chosen is not None:
+            total = len(tracks) + len(found.undecodable)
+            if chosen > total:
+                raise FileError(job.source, f"has {_count(total, 'audio track')}; "
+                                            f"there is no --audio-track {chosen}")
+            if chosen in found.undecodable:
+                raise FileError(job.source, f"its audio track {chosen} is in a codec FFmpeg "
+                                            "cannot decode")
+            tracks = tuple(track for track in tracks if track.number == chosen)
         suffix = Path(job.output).suffix.lower()
         direct = (self.options.fmt is not None or suffix in SUFFIX_FORMATS) \
             and suffix not in media.MUXERS

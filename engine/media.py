@@ -83,8 +83,9 @@ class Track:
 @dataclass(frozen=True)
 class MediaInfo:
     container: str  # FFmpeg's name of the demuxer
-    tracks: tuple[Track, ...]
+    tracks: tuple[Track, ...]  # the audio tracks FFmpeg decodes
     video: bool
+    undecodable: tuple[int, ...] = ()  # numbers of the audio tracks it cannot
 
     def describe(self) -> str:
         kind = "video" if self.video else "audio"
@@ -148,17 +149,22 @@ def probe_media(path: Path) -> MediaInfo:
         if not container.streams.audio:
             raise FileError(path, "has no audio track" + (" (a video without sound)"
                                                            if video else ""))
-        tracks = tuple(_track(container, stream, number)
-                       for number, stream in enumerate(container.streams.audio, 1))
-        return MediaInfo(container.format.name, tracks, video)
+        tracks, undecodable = [], []
+        for number, stream in enumerate(container.streams.audio, 1):
+            context = stream.codec_context
+            if context is None or not context.sample_rate or not context.channels:
+                undecodable.append(number)  # copied as it is, if the output keeps it
+            else:
+                tracks.append(_track(container, stream, number))
+        if not tracks:
+            raise FileError(path, f"its audio (track {', '.join(map(str, undecodable))}) is in "
+                                  "a codec FFmpeg cannot decode")
+        return MediaInfo(container.format.name, tuple(tracks), video, tuple(undecodable))
 
 
 def _track(container, stream, number: int) -> Track:
     context = stream.codec_context
     rate = context.sample_rate
-    if not rate or not context.channels:
-        raise FileError(container.name, f"audio track {number} ({context.name}) has no "
-                                        "sample rate or channels: not decodable")
     if stream.duration is not None:
         seconds = float(stream.duration * stream.time_base)
     else:
@@ -254,17 +260,17 @@ def _write(container, output, source, muxer: str, enhanced: dict[int, tuple[Deco
     output.metadata.update(container.metadata)
     encoders: dict[int, _TrackEncoder] = {}
     copies = {}
+    chapters = container.chapters()
     try:
         for stream in container.streams:
             if stream.index in enhanced:
                 encoders[stream.index] = _TrackEncoder(output, stream, *enhanced[stream.index],
                                                        muxer)
+            elif chapters and stream.type == "data" and stream.codec_context is None:
+                continue  # MP4's chapter track: the muxer makes it anew from the chapters
             elif not audio_only or (stream.type == "video" and _is_picture(stream)):
                 copies[stream.index] = _copy_of(output, stream, source, muxer)
-        try:
-            output.set_chapters(container.chapters())
-        except (av.FFmpegError, ValueError, AttributeError):
-            pass  # a container without chapters
+        output.set_chapters(chapters)
         output.start_encoding()
         wanted = [container.streams[index] for index in (*copies, *encoders)]
         for packet in container.demux(*wanted):
@@ -290,9 +296,9 @@ def _copy_of(output, stream, source, muxer: str):
     try:
         copy = output.add_stream_from_template(stream)
     except (av.FFmpegError, ValueError) as error:
+        codec = stream.codec_context.name if stream.codec_context else "unknown codec"
         raise FileError(source, f"cannot copy its {stream.type} stream {stream.index} "
-                                f"({stream.codec_context.name}) into {muxer} "
-                                f"({_cause(error)})") from None
+                                f"({codec}) into {muxer} ({_cause(error)})") from None
     copy.metadata.update(stream.metadata)
     copy.disposition = stream.disposition
     return copy

@@ -78,10 +78,10 @@ def write_audio_file(path: Path, audio: np.ndarray, rate: int, fmt: str, codec: 
 def write_video(path: Path, tracks: list[np.ndarray], rate: int, seconds: float,
                 fmt: str = "mp4", audio_codec: str = "aac", size=(320, 240), fps: int = 25,
                 subtitles: list[tuple[float, float, str]] = (), languages=("eng", "fra"),
-                bit_rate: int = 96000) -> Path:
+                bit_rate: int = 96000, chapters: list[tuple[float, float, str]] = ()) -> Path:
     """A video (H.264, ``size`` at ``fps``) with one audio track per entry
     of ``tracks`` and, in MP4, a mov_text subtitle track; streams interleaved
-    as a camera or editor writes them."""
+    as a camera or editor writes them; ``chapters`` are (start s, end s, title)."""
     width, height = size
     with av.open(str(path), "w", format=fmt) as output:
         output.metadata["title"] = "denoise test video"
@@ -91,6 +91,10 @@ def write_video(path: Path, tracks: list[np.ndarray], rate: int, seconds: float,
                                        languages[i % len(languages)])
                          for i, track in enumerate(tracks)]
         text = output.add_mux_stream("mov_text") if subtitles else None
+        output.set_chapters([{"id": number, "start": round(start * 1000),
+                              "end": round(end * 1000), "time_base": Fraction(1, 1000),
+                              "metadata": {"title": title}}
+                             for number, (start, end, title) in enumerate(chapters, 1)])
         output.start_encoding()
         pending = [list(_frames(stream, track)) for stream, track in zip(audio_streams, tracks)]
         frames = round(seconds * fps)

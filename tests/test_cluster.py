@@ -66,3 +66,18 @@ def test_without_the_extra_the_error_is_one_line(tmp_path, cli, monkeypatch):
     assert result.exit_code == 2
     message = result.output.strip()
     assert "pip install 'denoise[cluster]'" in message and "\n" not in message
+
+
+def test_media_through_the_cluster_equals_the_local_run(tmp_path, cli, scheduler):
+    from media_maker import NOISY_SPEECH, decode, write_audio_file
+
+    speech, rate = sf.read(str(NOISY_SPEECH), dtype="float32", always_2d=True)
+    write_audio_file(tmp_path / "in" / "memo.m4a", speech.T[:, : 3 * rate], rate, "ipod", "aac")
+    local = cli(tmp_path / "in", "-o", tmp_path / "local", "-j", "2", "--segment-s", "1")
+    assert local.exit_code == 0, local.output
+    remote = cli(tmp_path / "in", "-o", tmp_path / "cluster", "--cluster", scheduler,
+                 "--segment-s", "1")
+    assert remote.exit_code == 0, remote.output
+    mine, _ = decode(tmp_path / "local" / "memo.m4a")
+    theirs, _ = decode(tmp_path / "cluster" / "memo.m4a")
+    np.testing.assert_array_equal(theirs, mine)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -22,6 +23,7 @@ from scipy.signal import resample_poly
 
 SECONDS = 4
 SUBTITLES = [(0.5, 1.5, "hello"), (2.0, 3.0, "world")]
+CHAPTERS = [(0.0, 2.0, "Question"), (2.0, 4.0, "Answer")]
 
 
 def _speech(path, rate: int | None = None) -> np.ndarray:
@@ -40,7 +42,7 @@ def media(tmp_path_factory):
     other = np.ascontiguousarray(speech[:, ::-1])  # a second, different track
     return {
         "interview.mp4": write_video(folder / "interview.mp4", [speech, other], 44100, SECONDS,
-                                     subtitles=SUBTITLES),
+                                     subtitles=SUBTITLES, chapters=CHAPTERS),
         "memo.m4a": write_audio_file(folder / "memo.m4a", speech, 44100, "mp4", "aac",
                                      tags={"title": "Memo", "artist": "A. Reporter"},
                                      cover=True),
@@ -52,11 +54,13 @@ def media(tmp_path_factory):
 
 
 def _streams(path) -> list[tuple]:
+    """Each stream's kind, codec, language, flags, rate and channels (not
+    MP4's chapter track, which holds the chapters)."""
     with av.open(str(path)) as container:
         return [(s.type, s.codec_context.name, s.metadata.get("language"), int(s.disposition),
                  s.codec_context.sample_rate if s.type == "audio" else None,
                  s.codec_context.channels if s.type == "audio" else None)
-                for s in container.streams]
+                for s in container.streams if s.codec_context is not None]
 
 
 def _bit_rate(path, track: int = 0) -> float:
@@ -107,6 +111,8 @@ def test_a_video_comes_back_as_the_same_video_with_its_sound_enhanced(media, tmp
         assert packets(output, kind) == packets(source, kind) != []
     with av.open(str(output)) as written, av.open(str(source)) as original:
         assert written.metadata["title"] == original.metadata["title"]
+        assert written.chapters() == original.chapters()
+        assert [c["metadata"]["title"] for c in written.chapters()] == ["Question", "Answer"]
     for track in (0, 1):
         _check_track(source, output, track)
         assert _bit_rate(output, track) == pytest.approx(_bit_rate(source, track), rel=0.1)
@@ -233,6 +239,13 @@ def test_bad_media_fails_alone_with_one_line_and_leaves_nothing(media, tmp_path,
     silent = write_video(folder / "silent.mp4", [], 44100, 1.0)
     empty = write_video(folder / "empty.mkv", [np.zeros((1, 0), np.float32)], 48000, 1.0,
                         fmt="matroska", audio_codec="libopus")
+    with av.open(str(folder / "mpegh.mp4"), "w", format="mp4") as output:  # no decoder for it
+        stream = output.add_mux_stream("mpegh_3d_audio", rate=48000)
+        for index in range(10):
+            packet = av.Packet(bytes(200))
+            packet.stream, packet.time_base = stream, Fraction(1, 1000)
+            packet.pts = packet.dts = 20 * index
+            output.mux(packet)
     (folder / "good.m4a").write_bytes(media["memo.m4a"].read_bytes())
     result = cli(folder, "-o", tmp_path / "out")
     assert result.exit_code == 1
@@ -240,6 +253,7 @@ def test_bad_media_fails_alone_with_one_line_and_leaves_nothing(media, tmp_path,
     assert errors == [
         f"error: {folder / 'cut.mp4'}: not a readable audio or video file (moov atom not found)",
         f"error: {empty}: audio track 1 holds no samples (zero length)",
+        f"error: {folder / 'mpegh.mp4'}: its audio (track 1) is in a codec FFmpeg cannot decode",
         f"error: {silent}: has no audio track (a video without sound)",
     ]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".denoise-log.jsonl",
