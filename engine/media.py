@@ -304,10 +304,13 @@ def _copy_of(output, stream, source, muxer: str):
     return copy
 
 
-def round_trip_lag(muxer: str, encoder: str, rate: int, layout, bit_rate: int | None) -> int:
+def round_trip_lag(muxer: str, encoder: str, rate: int, layout, bit_rate: int | None,
+                   start: int = 0) -> int:
     """How many samples later than fed (negative: earlier) a decoder of
     ``muxer``'s files gives an ``encoder``'s output back, beyond the delay
-    the container signals: measured on a short noise burst in memory."""
+    the container signals, for a track starting at sample ``start`` of the
+    file's timeline (an MP4 track that starts late keeps its priming):
+    measured on a short noise burst in memory."""
     rng = np.random.default_rng(0)
     channels = layout.nb_channels
     burst = np.zeros((channels, 8 * _ANY_FRAME), np.float32)
@@ -318,8 +321,8 @@ def round_trip_lag(muxer: str, encoder: str, rate: int, layout, bit_rate: int | 
         stream = _add_encoder(output, encoder, rate, layout, bit_rate)
         output.start_encoding()
         size = stream.codec_context.frame_size or _ANY_FRAME
-        for start in range(0, burst.shape[-1], size):
-            _encode(output, stream, burst[:, start: start + size], start)
+        for offset in range(0, burst.shape[-1], size):
+            _encode(output, stream, burst[:, offset: offset + size], start + offset)
         _encode(output, stream, None, 0)
     buffer.seek(0)
     with av.open(buffer, "r", format=muxer) as container:
@@ -395,48 +398,44 @@ class _TrackEncoder:
         self.stream = _add_encoder(output, encoder, self.rate, layout, bit_rate)
         self.stream.metadata.update(stream.metadata)
         self.stream.disposition = stream.disposition
-        lag = round_trip_lag(muxer, encoder, self.rate, layout, bit_rate)
+        self.start = round(decoded.start * self.rate)
+        self.lag = round_trip_lag(muxer, encoder, self.rate, layout, bit_rate, self.start)
         self.file = sf.SoundFile(path)
         self.left = self.file.frames
-        # What to feed before the first sample: silence for a decoder that
-        # drops the start (a negative lag), and on containers with edit
-        # lists enough more that the output ends on a frame boundary.
-        self.size = None
-        self.lead = max(0, -lag)
-        self.skip = max(0, lag)  # an undeclared encoder delay: the first samples give way
         self.muxer = muxer
-        self.start = round(decoded.start * self.rate)
-        self.fed_to = None  # in samples on the output's timeline
+        self.size = None  # the encoder's frame, known once it is open
 
     def _begin(self) -> None:
+        """Line the enhanced samples up with the input's. A decoder that
+        drops the start (a negative lag) is fed silence before it; one that
+        keeps an encoder delay the container does not declare (a positive
+        lag: raw ADTS, an MP4 track that starts late) gives it the first
+        samples, as the input's own decoding did. In an MP4 whose edit
+        list trims the start, the silence fed first is made long enough
+        that the output ends on a frame boundary, so nothing is added at
+        the end."""
         self.size = self.stream.codec_context.frame_size or _ANY_FRAME
-        if self.muxer in _EDIT_LISTS and self.stream.codec_context.frame_size:
-            self.lead += -(self.lead + self.left - self.skip) % self.size
-        self.queue = np.zeros((self.file.channels, self.lead), np.float32)
-        if self.skip:
-            self.file.seek(self.skip)
-            self.left -= self.skip
-        self.tail = self.skip  # silence after the end, for the samples given way at the start
-        self.pts = self.start - self.lead
+        lead, skip = max(0, -self.lag), max(0, self.lag)
+        if self.muxer in _EDIT_LISTS and self.lag == 0 and self.stream.codec_context.frame_size:
+            lead += -self.left % self.size
+        self.queue = np.zeros((self.file.channels, lead), np.float32)
+        if skip:
+            self.file.seek(min(skip, self.left))
+            self.left -= min(skip, self.left)
+        self.pts = self.start + skip - lead  # each sample at its own time
 
     def encode_until(self, seconds: Fraction | None) -> None:
         """Encode whole frames up to ``seconds`` on the track's timeline (all: ``None``)."""
         if self.size is None:
             self._begin()
         limit = None if seconds is None else round(seconds * self.rate)
-        while self.left or self.tail or self.queue.shape[-1]:
+        while self.left or self.queue.shape[-1]:
             if limit is not None and self.pts >= limit:
                 return
-            while self.queue.shape[-1] < self.size and (self.left or self.tail):
-                if self.left:
-                    block = self.file.read(min(self.left, 16 * self.size), dtype="float32",
-                                           always_2d=True).T
-                    self.left -= block.shape[-1]
-                    if block.shape[-1] == 0:
-                        self.left = 0
-                else:
-                    block = np.zeros((self.file.channels, self.tail), np.float32)
-                    self.tail = 0
+            while self.queue.shape[-1] < self.size and self.left:
+                block = self.file.read(min(self.left, 16 * self.size), dtype="float32",
+                                       always_2d=True).T
+                self.left = self.left - block.shape[-1] if block.shape[-1] else 0
                 self.queue = np.concatenate([self.queue, block], axis=-1)
             frame, self.queue = self.queue[:, : self.size], self.queue[:, self.size:]
             _encode(self.stream.container, self.stream, frame, self.pts)

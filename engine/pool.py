@@ -15,6 +15,7 @@ so the batch has one code path for all three.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import warnings
 from collections.abc import Callable
 
 from denoise.engine.errors import UsageError
@@ -45,6 +46,13 @@ class LocalProcesses:
     def __init__(self, workers: int):
         from joblib.externals.loky import get_reusable_executor
 
+        # loky replaces a worker whose memory has grown 300 MB past what it
+        # held after its first task, and warns when tasks were waiting for
+        # it: a worker whose first task decoded a media file grows that much
+        # when it then enhances. The replacement takes the waiting tasks, so
+        # nothing is lost, and the warning would only puzzle a user.
+        warnings.filterwarnings("ignore", message="A worker stopped while some jobs were "
+                                                  "given to the executor", category=UserWarning)
         self.workers = workers
         self.executor = get_reusable_executor(max_workers=workers, timeout=IDLE_S)
 

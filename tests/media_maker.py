@@ -31,16 +31,16 @@ def _audio_stream(output, codec: str, rate: int, channels: int, bit_rate: int | 
     return stream
 
 
-def _frames(stream, audio: np.ndarray):
-    """``audio`` cut into the encoder's frames, timed from 0."""
+def _frames(stream, audio: np.ndarray, start: int = 0):
+    """``audio`` cut into the encoder's frames, timed from sample ``start``."""
     size = stream.codec_context.frame_size or 4096
     layout = stream.codec_context.layout
     rate = stream.codec_context.sample_rate
-    for start in range(0, audio.shape[-1], size):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, start: start + size],
+    for offset in range(0, audio.shape[-1], size):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, offset: offset + size],
                                                                 dtype=np.float32),
                                            format="fltp", layout=layout)
-        frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+        frame.sample_rate, frame.pts, frame.time_base = rate, start + offset, Fraction(1, rate)
         yield frame
     yield None
 
@@ -78,10 +78,12 @@ def write_audio_file(path: Path, audio: np.ndarray, rate: int, fmt: str, codec: 
 def write_video(path: Path, tracks: list[np.ndarray], rate: int, seconds: float,
                 fmt: str = "mp4", audio_codec: str = "aac", size=(320, 240), fps: int = 25,
                 subtitles: list[tuple[float, float, str]] = (), languages=("eng", "fra"),
-                bit_rate: int = 96000, chapters: list[tuple[float, float, str]] = ()) -> Path:
+                bit_rate: int = 96000, chapters: list[tuple[float, float, str]] = (),
+                audio_start: float = 0.0) -> Path:
     """A video (H.264, ``size`` at ``fps``) with one audio track per entry
     of ``tracks`` and, in MP4, a mov_text subtitle track; streams interleaved
-    as a camera or editor writes them; ``chapters`` are (start s, end s, title)."""
+    as a camera or editor writes them; ``chapters`` are (start s, end s,
+    title); the sound starts ``audio_start`` seconds after the picture."""
     width, height = size
     with av.open(str(path), "w", format=fmt) as output:
         output.metadata["title"] = "denoise test video"
@@ -96,7 +98,8 @@ def write_video(path: Path, tracks: list[np.ndarray], rate: int, seconds: float,
                               "metadata": {"title": title}}
                              for number, (start, end, title) in enumerate(chapters, 1)])
         output.start_encoding()
-        pending = [list(_frames(stream, track)) for stream, track in zip(audio_streams, tracks)]
+        pending = [list(_frames(stream, track, round(audio_start * rate)))
+                   for stream, track in zip(audio_streams, tracks)]
         frames = round(seconds * fps)
         x = np.arange(width)[None, :]
         for index in range(frames + 1):

@@ -72,6 +72,7 @@ def test_media_through_the_cluster_equals_the_local_run(tmp_path, cli, scheduler
     from media_maker import NOISY_SPEECH, decode, write_audio_file
 
     speech, rate = sf.read(str(NOISY_SPEECH), dtype="float32", always_2d=True)
+    (tmp_path / "in").mkdir()
     write_audio_file(tmp_path / "in" / "memo.m4a", speech.T[:, : 3 * rate], rate, "ipod", "aac")
     local = cli(tmp_path / "in", "-o", tmp_path / "local", "-j", "2", "--segment-s", "1")
     assert local.exit_code == 0, local.output

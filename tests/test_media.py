@@ -50,6 +50,9 @@ def media(tmp_path_factory):
                                       "webm", "libopus", 48000),
         "old.wma": write_audio_file(folder / "old.wma", _speech(STEREO_SPEECH), 44100, "asf",
                                     "wmav2", 128000),
+        "raw.aac": write_audio_file(folder / "raw.aac", speech, 44100, "adts", "aac"),
+        "film.ac3": write_audio_file(folder / "film.ac3", _speech(STEREO_SPEECH, 48000), 48000,
+                                     "ac3", "ac3", 192000),
     }
 
 
@@ -120,7 +123,17 @@ def test_a_video_comes_back_as_the_same_video_with_its_sound_enhanced(media, tmp
                                                                      "interview.mp4"]
 
 
-@pytest.mark.parametrize("name", ["memo.m4a", "call.webm", "old.wma"])
+@pytest.mark.parametrize("fmt, suffix", [("mp4", "mp4"), ("matroska", "mkv")])
+def test_sound_that_starts_after_the_picture_stays_in_sync(tmp_path, cli, fmt, suffix):
+    source = write_video(tmp_path / f"late.{suffix}", [_speech(NOISY_SPEECH)], 44100, SECONDS,
+                         fmt=fmt, audio_start=0.5)
+    assert decode(source)[1] > 0.4  # the sound starts late
+    assert cli(source, "-o", tmp_path / "out").exit_code == 0
+    _check_track(source, tmp_path / "out" / source.name)
+    assert packets(tmp_path / "out" / source.name, "video") == packets(source, "video")
+
+
+@pytest.mark.parametrize("name", ["memo.m4a", "call.webm", "old.wma", "raw.aac", "film.ac3"])
 def test_audio_files_keep_container_codec_layout_bitrate_and_length(media, tmp_path, cli, name):
     source = media[name]
     result = cli(source, "-o", tmp_path / "out")
