@@ -204,6 +204,8 @@ def output_format(info: AudioInfo, target: Path | str, fmt: str | None,
     fmt = (fmt or SUFFIX_FORMATS.get(Path(str(target)).suffix.lower()) or info.format).upper()
     if sf.default_subtype(fmt) is None:
         fmt = "WAV"
+    if subtype is None and fmt == "OGG" and Path(str(target)).suffix.lower() == ".opus":
+        subtype = "OPUS"  # an .opus file holds Opus, not the Ogg container's default Vorbis
     if subtype is None:
         subtype = _nearest_subtype(info, fmt)
     subtype = subtype.upper()

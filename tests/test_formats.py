@@ -72,3 +72,10 @@ def test_stdin_to_folder_is_written_as_stdin_wav(tmp_path, cli):
     assert result.exit_code == 0, result.output
     info = sf.info(str(tmp_path / "out" / "stdin.wav"))
     assert (info.format, info.subtype, info.frames) == ("WAV", "PCM_24", 16000)
+
+
+def test_an_opus_name_gets_opus(tmp_path, cli):
+    write_audio(tmp_path / "a.wav", frames=48000, sample_rate=48000)
+    assert cli(tmp_path / "a.wav", "-o", tmp_path / "a.opus").exit_code == 0
+    info = sf.info(str(tmp_path / "a.opus"))
+    assert (info.format, info.subtype, info.frames) == ("OGG", "OPUS", 48000)
