@@ -1,7 +1,7 @@
 """What the command needs from the installation, checked before any work.
 
-The numeric stack (torch, torchaudio and soundfile's libsndfile) is loaded
-here first, so that a broken install is one line that says what is broken
+The numeric stack (torch, torchaudio, soundfile's libsndfile and PyAV's
+FFmpeg) is loaded here first, so that a broken install is one line that says what is broken
 and how to repair it, not a traceback from deep inside the engine. A common
 case: torchaudio's compiled library fits one torch release only, and pip
 will happily install another next to it (torchaudio 2.11.1 beside torch
@@ -20,7 +20,7 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
-STACK = ("numpy", "torch", "torchaudio", "soundfile")
+STACK = ("numpy", "torch", "torchaudio", "soundfile", "av")
 
 
 def installed_version(name: str) -> str | None:

@@ -53,7 +53,7 @@ _SIGNATURES = ((4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (0, b"\x30\x26\xb2\x75\x8
                (0, b"\xff\xf1"), (0, b"\xff\xf9"), (0, b"\x0b\x77"), (0, b"\x00\x00\x01\xba"))
 # FFmpeg's decoders by the encoder that writes their codec, where the names differ.
 _ENCODER_OF = {"mp3float": "libmp3lame", "mp3": "libmp3lame", "opus": "libopus",
-               "vorbis": "vorbis", "wmav1": "wmav2"}
+               "wmav1": "wmav2"}
 # FFmpeg's default layout for a channel count, for inputs that give only the
 # count (WAV, WMA): encoders such as AAC need to know which channel is which.
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1",
@@ -75,8 +75,6 @@ class Track:
     codec: str
     sample_rate: int
     channels: int
-    bit_rate: int | None
-    language: str | None
     samples: int  # estimated from the header; exact once decoded
 
 
@@ -170,13 +168,12 @@ def _track(container, stream, number: int) -> Track:
     else:
         seconds = (container.duration or 0) / av.time_base
     return Track(stream.index, number, context.codec.name, rate, context.channels,
-                 context.bit_rate or None, stream.metadata.get("language"),
                  max(1, round(seconds * rate)))
 
 
 def decode_tracks(path: Path | str, tracks: list[Track], folder: Path) -> list[Decoded]:
     """Decode ``tracks`` in one pass over ``path``, each to a float W64 file
-    in ``folder``; timestamps gaps are filled with silence so the samples
+    in ``folder``; gaps in the timestamps are filled with silence so the samples
     stay on the file's timeline."""
     with _open(path) as container:
         streams = [container.streams[track.index] for track in tracks]
@@ -194,6 +191,9 @@ def decode_tracks(path: Path | str, tracks: list[Track], folder: Path) -> list[D
 
 
 class _TrackDecoder:
+    """One track's packets decoded into a float W64 file, with the
+    timestamp of its first sample and the bytes its packets held."""
+
     def __init__(self, stream, track: Track, target: Path):
         self.stream, self.track, self.target = stream, track, target
         self.rate = track.sample_rate

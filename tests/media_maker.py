@@ -79,11 +79,13 @@ def write_video(path: Path, tracks: list[np.ndarray], rate: int, seconds: float,
                 fmt: str = "mp4", audio_codec: str = "aac", size=(320, 240), fps: int = 25,
                 subtitles: list[tuple[float, float, str]] = (), languages=("eng", "fra"),
                 bit_rate: int = 96000, chapters: list[tuple[float, float, str]] = (),
-                audio_start: float = 0.0) -> Path:
+                audio_start: float = 0.0, audio_gap: tuple[float, float] | None = None) -> Path:
     """A video (H.264, ``size`` at ``fps``) with one audio track per entry
     of ``tracks`` and, in MP4, a mov_text subtitle track; streams interleaved
     as a camera or editor writes them; ``chapters`` are (start s, end s,
-    title); the sound starts ``audio_start`` seconds after the picture."""
+    title); the sound starts ``audio_start`` seconds after the picture, and
+    ``audio_gap`` (start s, end s) is missing from it, as when a recorder
+    drops packets."""
     width, height = size
     with av.open(str(path), "w", format=fmt) as output:
         output.metadata["title"] = "denoise test video"
@@ -98,8 +100,12 @@ def write_video(path: Path, tracks: list[np.ndarray], rate: int, seconds: float,
                               "metadata": {"title": title}}
                              for number, (start, end, title) in enumerate(chapters, 1)])
         output.start_encoding()
-        pending = [list(_frames(stream, track, round(audio_start * rate)))
-                   for stream, track in zip(audio_streams, tracks)]
+        def kept(frame) -> bool:
+            return (frame is None or audio_gap is None
+                    or not audio_gap[0] * rate <= frame.pts < audio_gap[1] * rate)
+
+        pending = [[frame for frame in _frames(stream, track, round(audio_start * rate))
+                    if kept(frame)] for stream, track in zip(audio_streams, tracks)]
         frames = round(seconds * fps)
         x = np.arange(width)[None, :]
         for index in range(frames + 1):
@@ -143,6 +149,22 @@ def decode(path: Path, track: int = 0) -> tuple[np.ndarray, float]:
                          if frame.format.is_planar else
                          frame.to_ndarray().reshape(-1, frame.layout.nb_channels).T)
         return np.concatenate(parts, axis=-1).astype(np.float32), start
+
+
+def timeline(path: Path, track: int = 0) -> np.ndarray:
+    """The first channel of an audio track placed by its frames' timestamps
+    (silence where none is), from time 0: what a player plays."""
+    placed = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[track]
+        rate = stream.codec_context.sample_rate
+        for frame in container.decode(stream):
+            placed[round(frame.pts * frame.time_base * rate)] = frame.to_ndarray()[0]
+    end = max(start + len(samples) for start, samples in placed.items())
+    out = np.zeros(end, np.float32)
+    for start, samples in placed.items():
+        out[start: start + len(samples)] = samples
+    return out
 
 
 def packets(path: Path, kind: str) -> list[tuple[int, int | None, int | None, bytes]]:

@@ -91,6 +91,7 @@ def test_version_and_self_test(cli):
     assert lines[0].startswith(f"denoise {version('denoise')} (python ")
     assert lines[1].startswith("ok  spectral: 16000 samples in and out, noise -")
     assert lines[2].startswith("ok  demucs: 16000 samples in and out")
+    assert lines[3].startswith("ok  dfn3: 16000 samples in and out, noise -")  # test extras
 
 
 def test_a_notebook_user_gets_a_tqdm_progress_bar(tmp_path):

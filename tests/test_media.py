@@ -17,8 +17,8 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-from media_maker import (NOISY_SPEECH, STEREO_SPEECH, decode, packets, write_audio_file,
-                         write_video)
+from media_maker import (NOISY_SPEECH, STEREO_SPEECH, decode, packets, timeline,
+                         write_audio_file, write_video)
 from scipy.signal import resample_poly
 
 SECONDS = 4
@@ -131,6 +131,18 @@ def test_sound_that_starts_after_the_picture_stays_in_sync(tmp_path, cli, fmt, s
     assert cli(source, "-o", tmp_path / "out").exit_code == 0
     _check_track(source, tmp_path / "out" / source.name)
     assert packets(tmp_path / "out" / source.name, "video") == packets(source, "video")
+
+
+def test_a_gap_in_the_sound_stays_a_gap_and_what_follows_stays_in_sync(tmp_path, cli):
+    source = write_video(tmp_path / "gap.mkv", [_speech(NOISY_SPEECH, 48000)], 48000, SECONDS,
+                         fmt="matroska", audio_codec="libopus", audio_gap=(1.0, 1.5))
+    assert cli(source, "-o", tmp_path / "out", "--method", "spectral").exit_code == 0
+    before, after = timeline(source), timeline(tmp_path / "out" / "gap.mkv")
+    assert abs(len(after) - len(before)) <= 48  # ends at the same time, within 1 ms
+    assert np.abs(after[round(1.05 * 48000): round(1.45 * 48000)]).max() < 1e-3  # silence
+    late = slice(2 * 48000, 3 * 48000)  # after the gap: in step with the input
+    lags = [np.dot(before[late], np.roll(after, -lag)[late]) for lag in range(-480, 481)]
+    assert int(np.argmax(lags)) - 480 == 0
 
 
 @pytest.mark.parametrize("name", ["memo.m4a", "call.webm", "old.wma", "raw.aac", "film.ac3"])
