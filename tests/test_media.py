@@ -140,9 +140,9 @@ def test_a_gap_in_the_sound_stays_a_gap_and_what_follows_stays_in_sync(tmp_path,
     before, after = timeline(source), timeline(tmp_path / "out" / "gap.mkv")
     assert abs(len(after) - len(before)) <= 48  # ends at the same time, within 1 ms
     assert np.abs(after[round(1.05 * 48000): round(1.45 * 48000)]).max() < 1e-3  # silence
-    late = slice(2 * 48000, 3 * 48000)  # after the gap: in step with the input
+    late = slice(2 * 48000, 3 * 48000)  # after the gap: in step with the input, within
     lags = [np.dot(before[late], np.roll(after, -lag)[late]) for lag in range(-480, 481)]
-    assert int(np.argmax(lags)) - 480 == 0
+    assert abs(int(np.argmax(lags)) - 480) <= 48  # 1 ms (WebM times its packets in ms)
 
 
 @pytest.mark.parametrize("name", ["memo.m4a", "call.webm", "old.wma", "raw.aac", "film.ac3"])
