@@ -375,7 +375,7 @@ def _stream_or_live(ctx, method, inputs, output, stream, live, raw, rate, channe
     _method_only(method, spectral_only={"--strength": strength, "--noise-file": noise_file},
                  demucs_only={"--model": model, "--weights": weights})
     if method == "demucs" and atten_lim is not None:
-        _usage_error("--atten-lim: with --stream or --live, only for --method spectral")
+        _usage_error("--atten-lim: with --stream or --live, only for --method spectral or dfn3")
     raw_channels = None
     if channels.isdigit():
         if not raw:
