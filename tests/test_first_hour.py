@@ -308,7 +308,7 @@ def test_help_reads_well(cli):
     wrong = cli("a.wav", "-o", "x", "--method", "foo")
     assert wrong.exit_code == 2
     assert _errors(wrong) == ["error: Invalid value for '--method': 'foo' is not a method; "
-                              "choose from spectral, demucs (see denoise --help)"]
+                              "choose from spectral, demucs, dfn3 (see denoise --help)"]
 
 
 @pytest.mark.parametrize("channels", ["each", "linked"])
