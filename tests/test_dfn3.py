@@ -73,6 +73,15 @@ def test_its_attenuation_limit_is_used(noisy_48k):
     assert removed[6] < 6.5 and removed[0] > 12
 
 
+def test_dry_mixes_the_input_back(noisy_48k):
+    from denoise.engine import enhance_array
+
+    noisy, _ = noisy_48k
+    wet = enhance_array(noisy, RATE, method="dfn3")
+    half = enhance_array(noisy, RATE, method="dfn3", dry=0.5)
+    np.testing.assert_allclose(half, 0.5 * wet + 0.5 * noisy, atol=1e-6)
+
+
 def test_any_rate_and_channels_keep_their_shape(noisy_48k, tmp_path, cli):
     noisy, _ = noisy_48k
     (tmp_path / "in").mkdir()
