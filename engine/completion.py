@@ -44,6 +44,7 @@ class Completion:
     title: str = ""
     stdout: BinaryIO | None = None  # only in this process: standard output is not picklable
     named: str | None = None  # the output as the user named it, where target is a track of it
+    track: int | None = None  # that track's number, where the file has several
 
 
 @dataclass
@@ -84,7 +85,8 @@ def _complete(job: Completion) -> Completed:
             if job.staging is None:
                 before.scan(job.source)
             done.measurements = measure(job.source, job.target, job.relative, job.measure,
-                                        job.title, done.gain_db, before, after, job.named)
+                                        job.title, done.gain_db, before, after, job.named,
+                                        job.track)
         return done
     except FileError as error:
         return Completed(error=error.cause if error.path == job.name else str(error))

@@ -169,11 +169,11 @@ def _compared(metrics) -> list[str]:
 
 def measure(source: str, output: str, relative: str, measure: Measure, title: str,
             gain_db: float | None, before: Meters, after: Meters,
-            named: str | None = None) -> Measurements:
+            named: str | None = None, track: int | None = None) -> Measurements:
     """Measure one finished file from its two sides' meters (already fed),
     and score it against its reference and with DNSMOS where asked; draw the
     plot, named after ``named`` (the output as the user named it) where
-    ``output`` is a private copy of one of its tracks. A failure here is recorded in ``problem``: the enhanced file stays."""
+    ``output`` is a private copy of its audio track number ``track``. A failure here is recorded in ``problem``: the enhanced file stays."""
     found = Measurements()
     try:
         if measure.levels:
@@ -183,9 +183,8 @@ def measure(source: str, output: str, relative: str, measure: Measure, title: st
         if measure.dnsmos:
             _add_dnsmos(found, source, output)
         if measure.plot:
-            found.plot = str(plot_file(before.plot_data(), after.plot_data(),
-                                       plot_path(named or output, relative, measure.report_dir),
-                                       title))
+            where = plot_path(named or output, relative, measure.report_dir, track)
+            found.plot = str(plot_file(before.plot_data(), after.plot_data(), where, title))
     except Exception as error:  # noqa: BLE001 - one file's report must not stop the batch
         return Measurements(problem=f"could not measure or plot ({type(error).__name__}: "
                                     f"{error})")
@@ -238,13 +237,16 @@ def _add_dnsmos(found: Measurements, before: str, after: str) -> None:
             found.metrics[f"dnsmos_{score}_{side}"] = value
 
 
-def plot_path(output: str, relative: str, report_dir: Path | None) -> Path:
+def plot_path(output: str, relative: str, report_dir: Path | None,
+              track: int | None = None) -> Path:
     """Where a file's plot goes: named after the whole output name, so that
     ``take.wav`` and ``take.flac`` (or ``a/take.wav`` and ``b/take.wav``
-    under a report) never share one picture."""
+    under a report) never share one picture; one per audio ``track`` of a
+    file that has several (``talk.mp4.track2.png``)."""
+    suffix = f".track{track}.png" if track else ".png"
     if report_dir is None:
-        return Path(output).with_name(Path(output).name + ".png")
-    return report_dir / "plots" / f"{relative}.png"
+        return Path(output).with_name(Path(output).name + suffix)
+    return report_dir / "plots" / f"{relative}{suffix}"
 
 
 def reference_for(relative: str, reference_dir: Path) -> Path:

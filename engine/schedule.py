@@ -367,7 +367,7 @@ class Run:
                           str(file.sink.temporary), self.threads,
                           f"{Path(planned.job.source).name} - {self.batch.options.method}",
                           self.batch.stdout if planned.job.output == STDIO else None,
-                          _shown_output(planned))
+                          *_shown_output(planned))
 
     def _completed(self, file: _File, completed: Completed) -> Iterator:
         file.completing = False
@@ -434,14 +434,14 @@ class Run:
                 file.sink = None
 
 
-def _shown_output(planned) -> str | None:
-    """A media track's output as the user knows it: the file it goes into
-    (and which of its tracks)."""
+def _shown_output(planned) -> tuple[str | None, int | None]:
+    """A media track's output as the user knows it: the file it goes into,
+    and which of its tracks where it has several."""
     media_job = planned.media
     if media_job is None or not media_job.mux:
-        return None
-    output = media_job.job.output
-    return output if len(media_job.tracks) == 1 else f"{output}.track{planned.track.number}"
+        return None, None
+    several = len(media_job.tracks) > 1
+    return media_job.job.output, planned.track.number if several else None
 
 
 def _task_failure(error: BaseException) -> str:

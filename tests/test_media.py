@@ -161,6 +161,16 @@ def test_audio_files_keep_container_codec_layout_bitrate_and_length(media, tmp_p
             assert written.metadata["artist"] == "A. Reporter"
 
 
+def test_each_track_of_a_video_gets_its_plot(media, tmp_path, cli):
+    result = cli(media["interview.mp4"], "-o", tmp_path / "out", "--report", tmp_path / "report",
+                 "--plot")
+    assert result.exit_code == 0, result.output
+    plots = sorted(p.name for p in (tmp_path / "report" / "plots").iterdir())
+    assert plots == ["interview.mp4.track1.png", "interview.mp4.track2.png"]
+    (row,) = json.loads((tmp_path / "report" / "report.json").read_text())["files"]
+    assert row["output"] == str(tmp_path / "out" / "interview.mp4")
+
+
 def test_one_track_chosen_the_others_copied_untouched(media, tmp_path, cli):
     source = media["interview.mp4"]
     output = tmp_path / "one.mp4"
