@@ -36,7 +36,7 @@ import soundfile as sf
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "tests"), str(REPO_ROOT)]
 from bench.memory import machine, measure  # noqa: E402
-from media_maker import NOISY_SPEECH, write_audio_file, write_video  # noqa: E402
+from media_maker import NOISY_SPEECH, write_video  # noqa: E402
 
 RATE = 48_000
 SEGMENT_S = 60  # the video is encoded once for this long, then repeated by stream copy

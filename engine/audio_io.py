@@ -327,9 +327,7 @@ class AtomicWriter:
         """Finish the file and give it its real name (or send it to stdout)."""
         self.close()
         if self._stdout is not None:
-            with open(self.temporary, "rb") as finished:
-                shutil.copyfileobj(finished, self._stdout)
-            self._stdout.flush()
+            copy_to(self.temporary, self._stdout)
             self._temporary.discard()
         else:
             self._temporary.publish()
@@ -338,6 +336,13 @@ class AtomicWriter:
         """Drop the partial file; the target is left as it was."""
         self.close()
         self._temporary.discard()
+
+
+def copy_to(path: Path, stream: BinaryIO) -> None:
+    """A finished file's bytes to ``stream`` (standard output), flushed."""
+    with open(path, "rb") as finished:
+        shutil.copyfileobj(finished, stream)
+    stream.flush()
 
 
 def _claim(handle: int) -> bool:

@@ -31,7 +31,7 @@ from typing import BinaryIO, Callable, Iterator
 from denoise.engine import backends, media
 from denoise.engine.audio_io import (STDIO, SUFFIX_FORMATS, AudioInfo, output_format, probe,
                                      spool_stdin)
-from denoise.engine.discovery import Job
+from denoise.engine.discovery import Job, counted
 from denoise.engine.errors import FileError
 from denoise.engine.finishing import Finishing
 from denoise.engine.report import FileReport, Measure
@@ -204,12 +204,12 @@ class MediaJob:
 
     job: Job
     path: Path  # the file as read (standard input's spooled copy)
-    info: media.MediaInfo
     tracks: tuple[media.Track, ...]
     folder: Path
     mux: bool
     muxer: str | None
     audio_only: bool
+    decode_asked: bool = False
     decoded: list[media.Decoded] | None = None
     results: list[FileResult] = field(default_factory=list)  # of its tracks, as each ends
     failed: bool = False
@@ -303,7 +303,7 @@ class Batch:
         if chosen is not None:
             total = len(tracks) + len(found.undecodable)
             if chosen > total:
-                raise FileError(job.source, f"has {_count(total, 'audio track')}; "
+                raise FileError(job.source, f"has {counted(total, 'audio track')}; "
                                             f"there is no --audio-track {chosen}")
             if chosen in found.undecodable:
                 raise FileError(job.source, f"its audio track {chosen} is in a codec FFmpeg "
@@ -321,7 +321,7 @@ class Batch:
         self._media_folders.append(folder)
         muxer = None if direct else media.muxer_for(job.output, found.container,
                                                     found.video and not audio_only)
-        group = MediaJob(job, path, found, tracks, folder, not direct, muxer, audio_only)
+        group = MediaJob(job, path, tracks, folder, not direct, muxer, audio_only)
         planned = []
         for track in tracks:
             info = AudioInfo(track.samples, track.sample_rate, track.channels,
@@ -388,10 +388,6 @@ class Batch:
         for folder in self._media_folders:
             shutil.rmtree(folder, ignore_errors=True)
         self._media_folders.clear()
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def cause_for(source: str, error: FileError) -> str:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from denoise.engine.audio_io import AudioInfo, TemporaryFile
+from denoise.engine.audio_io import AudioInfo, TemporaryFile, copy_to
 from denoise.engine.errors import FileError
 from denoise.engine.finishing import Finishing, finish
-from denoise.engine.media import Decoded, Track, copy_to, decode_tracks, write_media
+from denoise.engine.media import Decoded, Track, decode_tracks, write_media
 from denoise.engine.pipeline import keep_memory_flat, worker_setup
 from denoise.engine.report import Measure, Measurements, Meters, measure
 

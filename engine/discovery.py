@@ -67,14 +67,15 @@ class Plan:
         """What was not taken and why, one phrase each (empty if nothing)."""
         notes = []
         if self.folders_not_entered:
-            notes.append(f"{_count(self.folders_not_entered, 'subfolder')} not entered: "
+            notes.append(f"{counted(self.folders_not_entered, 'subfolder')} not entered: "
                          "use --recursive")
         if self.unmatched:
-            notes.append(f"{_count(self.unmatched, 'audio file')} not matching --glob")
+            notes.append(f"{counted(self.unmatched, 'audio file')} not matching --glob")
         return notes
 
 
-def _count(number: int, noun: str) -> str:
+def counted(number: int, noun: str) -> str:
+    """``3 files``, ``1 file``."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 

@@ -21,11 +21,9 @@ three steps around the usual pipeline:
 from __future__ import annotations
 
 import io
-import shutil
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
 
 import av
 import av.logging
@@ -460,9 +458,3 @@ def muxer_for(target: str | Path, source_container: str, video: bool) -> str:
     return {"mov": "mp4" if video else "ipod", "matroska": "matroska", "asf": "asf",
             "aac": "adts", "ogg": "ogg", "avi": "avi", "mpegts": "mpegts",
             "ac3": "ac3"}.get(family, "matroska")
-
-
-def copy_to(path: Path, stream: BinaryIO) -> None:
-    with open(path, "rb") as finished:
-        shutil.copyfileobj(finished, stream)
-    stream.flush()

@@ -53,7 +53,6 @@ class _File:
     ola: OverlapAdd = field(default_factory=OverlapAdd)
     sink: Output | AtomicWriter | None = None
     completing: bool = False
-    decoding: str = "none"  # a media track: none, asked
     seconds: float = 0.0
     error: str | None = None
     done: bool = False
@@ -82,6 +81,10 @@ class Run:
         # their own (private) output: their results make one file's result.
         self.tracks = {file.planned.job.output: file for file in self.files
                        if file.planned.media is not None and file.planned.media.mux}
+        self.members: dict[int, list[_File]] = {}  # a media job's tracks, by id(media job)
+        for file in self.files:
+            if file.planned.media is not None:
+                self.members.setdefault(id(file.planned.media), []).append(file)
         self.muxing: list = []  # media jobs whose output is being written
 
     # -- planning ------------------------------------------------------------
@@ -99,8 +102,8 @@ class Run:
         return max((c.read_stop - c.read_start) / f.planned.info.sample_rate
                    for f in self.files for c in f.chunks)
 
-    def _members(self, group) -> list[_File]:
-        return [file for file in self.files if file.planned.media is group]
+    def _members(self, media_job) -> list[_File]:
+        return self.members[id(media_job)]
 
     def _open_pool(self):
         """The pool and the torch threads each task may use. One process
@@ -169,9 +172,8 @@ class Run:
             if media_job is not None and media_job.decoded is None:
                 if group:
                     break
-                if file.decoding == "none":
-                    for member in self._members(media_job):
-                        member.decoding = "asked"
+                if not media_job.decode_asked:
+                    media_job.decode_asked = True
                     self._submit("decode", media_job, decode, str(media_job.path),
                                  list(media_job.tracks), str(media_job.folder), self.threads)
                     return True
