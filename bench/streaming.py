@@ -35,9 +35,12 @@ symmetry, though its stream does not use torch.
                  measured compute times are replayed on that schedule; the
                  hops themselves ran back to back.
 
-On the 1-thread runs the two outputs (fed, then flushed) are compared: the
-largest difference relative to the reference output's peak must be within
-1e-4.
+``ours-fp16`` is ours with ``--fp16``: the large weight matrices in float16
+(fbgemm), the rest as ``ours``.
+
+On the 1-thread runs the outputs (fed, then flushed) are compared with the
+reference's: the largest difference relative to the reference output's peak
+must be within 1e-4.
 
     pip download --no-deps --no-binary :all: denoiser==0.1.5 -d /tmp/ref
     tar xzf /tmp/ref/denoiser-0.1.5.tar.gz -C /tmp/ref
@@ -72,6 +75,7 @@ NOISY_SPEECH = "valentini_train_p287__facebookresearch_denoiser/noisy"
 MODELS = {name: PRETRAINED[name].architecture for name in ("dns48", "dns64")}
 SEEDS = {"dns48": 48, "dns64": 64}  # those of bench/make_demucs_golden.py
 WARM_UP_S = 1.0
+OURS = ("ours", "ours-fp16")
 MATCH_TOLERANCE = 1e-4  # of the output's peak
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -108,7 +112,8 @@ def build_stream(reference: Path, model_name: str, implementation: str, hop_fram
     model = Demucs(**MODELS[model_name])
     model.load_state_dict(reference_model.state_dict())
     model.eval()
-    make = lambda: DemucsStream(model, hop_frames=hop_frames, dry=0.0)  # noqa: E731
+    half = implementation == "ours-fp16"
+    make = lambda: DemucsStream(model, hop_frames=hop_frames, dry=0.0, half=half)  # noqa: E731
     return make, make().latency_samples, model
 
 
@@ -202,17 +207,21 @@ def comma_list(text: str, kind: type, allowed=None) -> list:
 
 def compare(outputs: dict[tuple, dict[str, Path]]) -> list[str]:
     """Lines of a table: ours against the reference, per model and hop."""
-    lines = ["| model | hop ms | max abs(ours - reference) / reference peak | within 1e-4 |",
-             "|---|---:|---:|---|"]
+    lines = ["| model | hop ms | implementation | max abs(ours - reference) / reference peak "
+             "| difference, dB below the reference output | within 1e-4 |",
+             "|---|---:|---|---:|---:|---|"]
     for (model, hop_ms), paths in outputs.items():
-        reference, ours = np.load(paths["reference"]), np.load(paths["ours"])
-        if reference.shape != ours.shape:
-            lines.append(f"| {model} | {hop_ms:g} | lengths differ: reference {len(reference)}, "
-                         f"ours {len(ours)} | no |")
-            continue
-        relative = np.abs(ours - reference).max() / np.abs(reference).max()
-        lines.append(f"| {model} | {hop_ms:g} | {relative:.2e} "
-                     f"| {'yes' if relative <= MATCH_TOLERANCE else 'NO'} |")
+        reference = np.load(paths["reference"])
+        for implementation in OURS:
+            ours = np.load(paths[implementation])
+            if reference.shape != ours.shape:
+                lines.append(f"| {model} | {hop_ms:g} | {implementation} | lengths differ: "
+                             f"reference {len(reference)}, ours {len(ours)} | | no |")
+                continue
+            relative = np.abs(ours - reference).max() / np.abs(reference).max()
+            below = 10 * np.log10(np.sum(reference ** 2) / np.sum((ours - reference) ** 2))
+            lines.append(f"| {model} | {hop_ms:g} | {implementation} | {relative:.2e} "
+                         f"| {below:.0f} | {'yes' if relative <= MATCH_TOLERANCE else 'NO'} |")
     return lines
 
 
@@ -246,7 +255,7 @@ def main() -> None:
         for model in args.models:
             for threads in args.threads:
                 for hop_frames in args.hops:
-                    for implementation in ("reference", "ours"):
+                    for implementation in ("reference", *OURS):
                         output = (Path(work) / f"{model}-{hop_frames}-{implementation}.npy"
                                   if threads == 1 else None)
                         result = run_measurement(dict(

@@ -60,7 +60,7 @@ RAW_FORMATS = ("s16le", "s24le", "s32le", "f32le", "f64le", "u8")
 # settings that work block by block, and how much is printed.
 STREAM_TAKES = {"stream", "live", "raw", "rate", "channels", "hop_ms", "method", "dry",
                 "atten_lim", "strength", "noise_file", "model", "weights", "quiet", "verbose",
-                "inputs", "output", "input_device", "virtual_mic"}
+                "inputs", "output", "input_device", "virtual_mic", "fp16"}
 
 
 def _one_of(values, name: str):
@@ -272,6 +272,10 @@ def denoise(
         "--hop-ms", metavar="MS", min=1.0, rich_help_panel=LIVE,
         help="demucs: enhance in steps of MS, a multiple of 16; a longer step costs less "
              "per second of audio and adds its length to the latency. [default: 16]")] = None,
+    fp16: Annotated[bool, typer.Option(
+        "--fp16", rich_help_panel=LIVE,
+        help="demucs: keep the model's large weights in float16 (x86-64 CPUs): hops about "
+             "1.3x faster, the output within -80 dB of float32's (see the README).")] = False,
     live: Annotated[bool, typer.Option(
         "--live", rich_help_panel=LIVE,
         help="Enhance an input device into an output device until Ctrl-C, showing the "
@@ -306,7 +310,7 @@ def denoise(
         raise typer.Exit(_stream_or_live(ctx, method, inputs, output, stream, live, raw, rate,
                                          channels,
                                          hop_ms, input_device, virtual_mic, quiet, verbose, dry,
-                                         atten_lim, strength, noise_file, model, weights))
+                                         atten_lim, strength, noise_file, model, weights, fp16))
     if channels not in CHANNEL_MODES:
         _usage_error(f"--channels {channels}: a channel count is for --raw input; the modes "
                      f"are {', '.join(CHANNEL_MODES)}" if channels.isdigit() else
@@ -316,7 +320,7 @@ def denoise(
         _usage_error("Missing argument 'INPUT...'. (see denoise --help)")
     if output is None:
         _usage_error("Missing option '-o' / '--output'. (see denoise --help)")
-    given = _given(ctx) & {"raw", "rate", "hop_ms", "input_device", "virtual_mic"}
+    given = _given(ctx) & {"raw", "rate", "hop_ms", "input_device", "virtual_mic", "fp16"}
     if given:
         _usage_error(f"{_names(ctx, given)}: only with --stream or --live")
     _check_combinations(method, output, inputs, quiet, verbose, json_lines,
@@ -363,7 +367,7 @@ def _names(ctx: typer.Context, params: set[str]) -> str:
 
 def _stream_or_live(ctx, method, inputs, output, stream, live, raw, rate, channels, hop_ms,
                     input_device, virtual_mic, quiet, verbose, dry, atten_lim, strength,
-                    noise_file, model, weights) -> int:
+                    noise_file, model, weights, fp16) -> int:
     """``--stream`` and ``--live``: check what they can take, then run."""
     if stream and live:
         _usage_error("--stream and --live cannot be used together")
@@ -374,7 +378,7 @@ def _stream_or_live(ctx, method, inputs, output, stream, live, raw, rate, channe
     if quiet and verbose:
         _usage_error("-q and -v cannot be used together")
     _method_only(method, spectral_only={"--strength": strength, "--noise-file": noise_file},
-                 demucs_only={"--model": model, "--weights": weights})
+                 demucs_only={"--model": model, "--weights": weights, "--fp16": fp16})
     if method == "demucs" and atten_lim is not None:
         _usage_error("--atten-lim: with --stream or --live, only for --method spectral or dfn3")
     raw_channels = None
@@ -410,7 +414,7 @@ def _stream_or_live(ctx, method, inputs, output, stream, live, raw, rate, channe
 
     spec = BackendSpec(method, _backend_options(
         method, strength=strength, noise=_recording("--noise-file", noise_file),
-        atten_lim_db=atten_lim, model=model, weights=weights))
+        atten_lim_db=atten_lim, model=model, weights=weights, stream_fp16=fp16 or None))
     view = present.StreamView(quiet=quiet, verbose=verbose)
     if stream:
         return _pipe(spec, raw, rate, raw_channels, channels, dry, hop_ms, view)

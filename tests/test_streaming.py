@@ -84,6 +84,20 @@ def test_demucs_stream_equals_the_reference_streamer(checkpoints, name):
     _close(out, data["stream_output"])
 
 
+@pytest.mark.parametrize("name", CAUSAL)
+def test_demucs_stream_with_float16_weights_stays_within_the_reference_tolerance(
+        checkpoints, name):
+    path, data = checkpoints(name)
+    outputs = {}
+    for fp16 in (False, True):
+        options = {"model": name, "weights": path, "stream_fp16": fp16}
+        outputs[fp16] = _stream_through(open_stream(BackendSpec("demucs", options), 16_000, 1),
+                                        data["input"][0])
+    _close(outputs[True], data["stream_output"])
+    # and it did run in float16: the weights' rounding shows, far below the tolerance
+    assert np.abs(outputs[True] - outputs[False]).max() / np.abs(outputs[False]).max() > 1e-7
+
+
 def test_a_model_that_looks_ahead_is_refused_for_streaming(tmp_path):
     weights = tmp_path / "nc.th"
     torch.save({}, weights)  # refused on its architecture, before any weight is read
@@ -267,6 +281,16 @@ def test_pipe_from_a_real_time_producer_comes_out_before_it_ends(checkpoints):
     _close(out, data["stream_output"])
 
 
+def test_fp16_over_a_pipe_equals_the_reference_streamer(checkpoints):
+    path, data = checkpoints("dns64")
+    signal = data["input"][0, 0]
+    process = _denoise("--stream", "--fp16", "--weights", path, "--model", "dns64", "-q")
+    out, err = process.communicate(_wav_stream_header(16_000, 1, "f32le")
+                                   + signal.astype("<f4").tobytes(), timeout=120)
+    assert process.returncode == 0 and err == b"", err.decode()
+    _close(_read_wav_stream(out)[0], data["stream_output"])
+
+
 def test_raw_pcm_in_gives_raw_pcm_out_of_the_same_length_and_format():
     audio, rate = sf.read(SAMPLES / "jfk_inaugural_44k_stereo.flac", dtype="int16")
     raw = audio[:rate * 2].tobytes()
@@ -335,6 +359,9 @@ def test_input_that_is_not_a_wav_stream_is_one_line_naming_standard_input():
     (["--stream", "--channels", "linked"], "--channels linked cannot stream"),
     (["--stream", "--hop-ms", "24", "--weights", "W"], "multiple of this model's 16 ms"),
     (["in.wav", "-o", "out.wav", "--hop-ms", "32"], "--hop-ms: only with --stream or --live"),
+    (["in.wav", "-o", "out.wav", "--fp16", "--weights", "W"],
+     "--fp16: only with --stream or --live"),
+    (["--stream", "--fp16"], "--fp16: only for --method demucs"),
     (["--stream", "--live"], "--stream and --live cannot be used together"),
 ])
 def test_stream_usage_errors_are_one_line(tmp_path, checkpoints, args, message):

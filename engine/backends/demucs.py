@@ -238,12 +238,16 @@ class DemucsOptions:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         warmup_s: real signal fed before each chunk and discarded, so that the
             LSTM state has settled as it would have in a whole-file run.
+        stream_fp16: streams (:meth:`DemucsBackend.stream`) keep the large
+            weight matrices in float16 (:class:`~.demucs_stream.Matrix`);
+            files are always enhanced in float32.
     """
 
     model: str = "dns48"
     weights: Path | None = None
     device: str = "cpu"
     warmup_s: float = 3.0
+    stream_fp16: bool = False
 
     def describe(self) -> dict[str, str]:
         """These settings as a person reads them."""
@@ -330,7 +334,7 @@ class DemucsBackend:
         ``device`` says, since one hop is far too little work for a GPU.
         ``hop_ms``: a multiple of the model's frame (16 ms); longer hops cost
         less per second of audio and add their length to the latency."""
-        from denoise.engine.backends.demucs_stream import DemucsStream
+        from denoise.engine.backends.demucs_stream import DemucsStream, half_available
         from denoise.engine.streaming import AtRate, PerChannel
 
         frame_ms = 1000 * self.shape.total_stride / SAMPLE_RATE
@@ -343,8 +347,11 @@ class DemucsBackend:
             raise UsageError(f"DEMUCS model {self.options.model}{weights} is not causal (it "
                              "looks ahead in time), so it cannot stream; use dns48, dns64 or "
                              "master64")
+        if self.options.stream_fp16 and not half_available():
+            raise UsageError("--fp16 needs PyTorch's fbgemm kernels (x86-64 CPUs), which "
+                             "this PyTorch does not have")
         model = load_model(self.options.model, self.options.weights)
-        first = DemucsStream(model, hop_frames)
+        first = DemucsStream(model, hop_frames, half=self.options.stream_fp16)
         stream = PerChannel([first] + [DemucsStream(model, hop_frames, weights_of=first)
                                        for _ in range(channels - 1)])
         if sample_rate != SAMPLE_RATE:
