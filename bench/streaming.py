@@ -36,7 +36,8 @@ symmetry, though its stream does not use torch.
                  hops themselves ran back to back.
 
 ``ours-fp16`` is ours with ``--fp16``: the large weight matrices in float16
-(fbgemm), the rest as ``ours``.
+(fbgemm), the rest as ``ours``; it sets torch's own threads to one (as
+``denoise --fp16`` does), the thread count of a row going to the BLAS.
 
 On the 1-thread runs the outputs (fed, then flushed) are compared with the
 reference's: the largest difference relative to the reference output's peak

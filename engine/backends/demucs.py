@@ -239,8 +239,8 @@ class DemucsOptions:
         warmup_s: real signal fed before each chunk and discarded, so that the
             LSTM state has settled as it would have in a whole-file run.
         stream_fp16: streams (:meth:`DemucsBackend.stream`) keep the large
-            weight matrices in float16 (:class:`~.demucs_stream.Matrix`);
-            files are always enhanced in float32.
+            weight matrices in float16 (:class:`~.demucs_stream.Matrix`),
+            and torch runs on one thread; files are always enhanced in float32.
     """
 
     model: str = "dns48"

@@ -96,7 +96,8 @@ class DemucsStream:
                  weights_of: DemucsStream | None = None, half: bool = False):
         """``weights_of``: another stream of the same model and hop, whose
         weight matrices this one shares (one per channel, read once).
-        ``half``: the large matrices in float16 (see :class:`Matrix`)."""
+        ``half``: the large matrices in float16 (see :class:`Matrix`); it
+        sets torch's threads to one, for the whole process."""
         if not model.causal:
             raise UsageError("this DEMUCS model is not causal (it looks ahead in time), so it "
                              "cannot stream; use dns48, dns64 or master64")
@@ -110,6 +111,11 @@ class DemucsStream:
         self.hop_samples = self.stride
         self.buffer = min(model.total_stride, RESAMPLE_BUFFER)
         self.taps = model.sinc_taps.view(-1).numpy().astype(np.float32)
+        if half:
+            # fbgemm's products of one hop gain nothing from torch's threads,
+            # and idle, those spin against NumPy's BLAS threads: dns64 on 2
+            # cores took 16 ms a hop instead of 7 (bench/streaming.py).
+            torch.set_num_threads(1)
         if weights_of is None:
             self._layers(half)
         else:
