@@ -21,7 +21,10 @@ Where the reference calls torch modules on tiny tensors (most of its time
 is Python overhead: it runs dns48 at 1.15 times real time on one thread
 here), this runs each layer as a NumPy matrix product on time-major arrays,
 and the LSTM step as one matrix-vector product per layer (OpenBLAS reads
-the recurrent weights faster than torch's matrix-vector product does).
+the recurrent weights faster than torch's matrix-vector product does), or,
+with ``half``, the large matrices through fbgemm in float16 (:class:`Matrix`).
+Past the first hop it upsamples only the samples the first layer takes, and
+decodes only the frames past the hop that the output's downsampler reads.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from denoise.engine.errors import UsageError
 
 RESAMPLE_LOOKAHEAD = 64
 RESAMPLE_BUFFER = 256
-# Matrices of at least this many weights (all but the first two layers') are
+# Matrices of at least this many weights (from dns48's third layer on) are
 # multiplied by a few frames per hop, where reading them is the cost; the
 # first layers' are small and multiply hundreds of frames, faster in float32.
 HALF_FROM = 1 << 16
