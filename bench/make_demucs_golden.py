@@ -12,9 +12,10 @@ on random weights, for the four published configurations, and writes to
 - an input of 1.5 s at 16 kHz (an odd length, to exercise the valid-length
   padding) and the reference's output for it;
 - for the causal configurations, the output of the reference's streamer
-  (``DemucsStreamer``, one frame per step, fed in blocks of 100 samples and
-  flushed), which normalises and resamples online and so differs from the
-  offline output.
+  (``DemucsStreamer``, fed in blocks of 100 samples and flushed), which
+  normalises and resamples online and so differs from the offline output:
+  one frame per step (a 16 ms hop, ``stream_output``) and two (32 ms,
+  ``stream_output_2``).
 
     pip download --no-deps --no-binary :all: denoiser==0.1.5 -d /tmp/ref
     tar xzf /tmp/ref/denoiser-0.1.5.tar.gz -C /tmp/ref
@@ -82,14 +83,16 @@ def main() -> None:
         mix = golden_input(seed)
         with torch.no_grad():
             expected = reference(mix)
-            streamed = streamer_output(DemucsStreamer(reference, num_frames=1), mix[0]) \
-                if reference.causal else np.zeros(0)
+            streamed = {f"stream_output{suffix}": streamer_output(
+                            DemucsStreamer(reference, num_frames=frames), mix[0])
+                        if reference.causal else np.zeros(0)
+                        for frames, suffix in ((1, ""), (2, "_2"))}
         np.savez_compressed(
             FIXTURES / f"demucs_{name}.npz",
             config=json.dumps(kwargs), seed=seed, state_sha256=state_digest(state),
             names=np.array(list(state)),
             shapes=json.dumps([list(t.shape) for t in state.values()]),
-            input=mix.numpy(), output=expected.numpy(), stream_output=streamed)
+            input=mix.numpy(), output=expected.numpy(), **streamed)
         print(f"{name}: {sum(t.numel() for t in state.values()) / 1e6:.1f} M parameters, "
               f"output peak {expected.abs().max():.3f}")
 
