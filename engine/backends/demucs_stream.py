@@ -47,8 +47,8 @@ HALF_FROM = 1 << 16
 
 
 class Matrix:
-    """A layer's weights ``W`` ``[N, K]`` and their product ``x @ W.T`` with
-    time-major ``x`` ``[T, K]``.
+    """A layer's weights ``W`` ``[N, K]`` and bias ``b`` (or none), and
+    ``x @ W.T + b`` for time-major ``x`` ``[T, K]``.
 
     In float32 through NumPy's BLAS, stored as ``W.T`` (``[K, N]``, rows
     contiguous), and one frame at a time where a product has two or three
@@ -70,26 +70,32 @@ class Matrix:
 
     ROW_BY_ROW_BELOW = 4
 
-    def __init__(self, rows: np.ndarray, half: bool):
+    def __init__(self, rows: np.ndarray, bias: np.ndarray | None, half: bool):
         rows = np.asarray(rows, dtype=np.float32)
         self.columns = self.packed = None
+        self.bias = bias
         if half and rows.size >= HALF_FROM:
-            self.no_bias = torch.zeros(len(rows))
+            # fbgemm adds the bias as it writes each output
+            self.bias = torch.from_numpy(bias) if bias is not None else torch.zeros(len(rows))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self.packed = torch.fbgemm_pack_gemm_matrix_fp16(
                     torch.from_numpy(np.ascontiguousarray(rows)))
-                self.times(np.zeros((1, rows.shape[1]), np.float32))  # its one warning, silenced
+                self.affine(np.zeros((1, rows.shape[1]), np.float32))  # its one warning, silenced
         else:
             self.columns = np.ascontiguousarray(rows.T)
 
-    def times(self, x: np.ndarray) -> np.ndarray:
+    def affine(self, x: np.ndarray) -> np.ndarray:
         if self.packed is not None:
             return torch.fbgemm_linear_fp16_weight_fp32_activation(
-                torch.from_numpy(np.ascontiguousarray(x)), self.packed, self.no_bias).numpy()
+                torch.from_numpy(np.ascontiguousarray(x)), self.packed, self.bias).numpy()
         if 1 < len(x) < self.ROW_BY_ROW_BELOW:
-            return np.stack([row @ self.columns for row in x])
-        return x @ self.columns
+            out = np.stack([row @ self.columns for row in x])
+        else:
+            out = x @ self.columns
+        if self.bias is not None:
+            out += self.bias
+        return out
 
 
 def half_available() -> bool:
@@ -110,8 +116,8 @@ class DemucsStream:
                  weights_of: DemucsStream | None = None, half: bool = False):
         """``weights_of``: another stream of the same model and hop, whose
         weight matrices this one shares (one per channel, read once).
-        ``half``: the large matrices in float16 (see :class:`Matrix`); it
-        sets torch's threads to one, for the whole process."""
+        ``half``: the large matrices in float16 (see :class:`Matrix`).
+        A stream sets torch's threads to one, for the whole process."""
         if not model.causal:
             raise UsageError("this DEMUCS model is not causal (it looks ahead in time), so it "
                              "cannot stream; use dns48, dns64 or master64")
@@ -125,11 +131,12 @@ class DemucsStream:
         self.hop_samples = self.stride
         self.buffer = min(model.total_stride, RESAMPLE_BUFFER)
         self.taps = model.sinc_taps.view(-1).numpy().astype(np.float32)
-        if half:
-            # fbgemm's products of one hop gain nothing from torch's threads,
-            # and idle, those spin against NumPy's BLAS threads: dns64 on 2
-            # cores took 16 ms a hop instead of 7 (bench/streaming.py).
-            torch.set_num_threads(1)
+        # A hop's torch calls (GLU, fbgemm's products) gain nothing from
+        # torch's threads, and those, spinning after each call that used
+        # them, took the cores from NumPy's BLAS threads: on 2 cores dns64
+        # took 25 ms a 32 ms hop instead of 12 in float32, and 16 ms a 16 ms
+        # hop instead of 7 with ``half``.
+        torch.set_num_threads(1)
         if weights_of is None:
             self._layers(half)
         else:
@@ -150,22 +157,24 @@ class DemucsStream:
     def _layers(self, half: bool) -> None:
         """The weights as matrices for time-major products."""
         as_array = lambda tensor: tensor.detach().float().numpy()  # noqa: E731
-        matrix = lambda rows: Matrix(rows, half)  # noqa: E731
         model = self.model
         self.encoder = []
         for encode in model.encoder:
             conv, pointwise = encode[0], encode[2]
             self.encoder.append((
-                matrix(as_array(conv.weight).transpose(0, 2, 1).reshape(conv.out_channels, -1)),
-                as_array(conv.bias), matrix(as_array(pointwise.weight[:, :, 0])),
-                as_array(pointwise.bias)))
+                Matrix(as_array(conv.weight).transpose(0, 2, 1).reshape(conv.out_channels, -1),
+                       as_array(conv.bias), half),
+                Matrix(as_array(pointwise.weight[:, :, 0]), as_array(pointwise.bias), half)))
         self.decoder = []
         for decode in model.decoder:
             pointwise, conv = decode[0], decode[2]
             c_in, c_out, kernel = conv.weight.shape
+            # The transposed convolution's bias is added once per output
+            # sample, after the overlap-add, so not by its matrix.
             self.decoder.append((
-                matrix(as_array(pointwise.weight[:, :, 0])), as_array(pointwise.bias),
-                matrix(as_array(conv.weight).transpose(2, 1, 0).reshape(kernel * c_out, c_in)),
+                Matrix(as_array(pointwise.weight[:, :, 0]), as_array(pointwise.bias), half),
+                Matrix(as_array(conv.weight).transpose(2, 1, 0).reshape(kernel * c_out, c_in),
+                       None, half),
                 as_array(conv.bias)))
         lstm = model.lstm.lstm
         self.lstm_layers = []
@@ -175,8 +184,8 @@ class DemucsStream:
                                      as_array(getattr(lstm, f"weight_hh_l{layer}"))], axis=1)
             bias = as_array(getattr(lstm, f"bias_ih_l{layer}")) + \
                 as_array(getattr(lstm, f"bias_hh_l{layer}"))
-            self.lstm_layers.append((matrix(weight), bias))
-        self.lstm_sizes = [len(bias) // 4 for _, bias in self.lstm_layers]
+            self.lstm_layers.append(Matrix(weight, bias, half))
+        self.lstm_sizes = [lstm.hidden_size] * lstm.num_layers
 
     def _extra_frames(self) -> list[int]:
         """How many of the frames past the hop each decoder layer decodes
@@ -268,13 +277,13 @@ class DemucsStream:
             skip = skips.pop()
             x = x + skip[:len(x)]
             if extra is None:
-                x = _transposed(_pointwise(x, *layer[:2], model.glu), *layer[2:], kernel, step)
+                x = _transposed(_pointwise(x, layer[0], model.glu), *layer[1:], kernel, step)
             else:  # both through the layer at once: its weights read once
                 extra = extra[:self.extra_frames[index]]
                 extra = extra + skip[len(x):][:len(extra)]
-                both = _pointwise(np.concatenate([x, extra]), *layer[:2], model.glu)
-                x, extra = _transposed_split(both, len(x), *layer[2:], kernel, step)
-            next_state.append(x[-step:] - layer[3])
+                both = _pointwise(np.concatenate([x, extra]), layer[0], model.glu)
+                x, extra = _transposed_split(both, len(x), *layer[1:], kernel, step)
+            next_state.append(x[-step:] - layer[2])
             if extra is None:
                 extra = x[-step:]
             else:
@@ -290,12 +299,12 @@ class DemucsStream:
 
     def _lstm(self, x: np.ndarray) -> np.ndarray:
         """The two LSTM layers over ``x`` ``[T, H]``, one step per frame, state carried."""
-        for index, (weight, bias) in enumerate(self.lstm_layers):
+        for index, weight in enumerate(self.lstm_layers):
             hidden, cell = self.lstm_state[index]
             size = len(hidden)
             out = np.empty((len(x), size), dtype=np.float32)
             for t in range(len(x)):
-                gates = weight.times(np.concatenate([x[t], hidden])[None])[0] + bias
+                gates = weight.affine(np.concatenate([x[t], hidden])[None])[0]
                 sigmoid = 1 / (1 + np.exp(-gates[:2 * size]))
                 cell = sigmoid[size:] * cell + sigmoid[:size] * np.tanh(gates[2 * size:3 * size])
                 hidden = np.tanh(cell) / (1 + np.exp(-gates[3 * size:]))
@@ -305,22 +314,20 @@ class DemucsStream:
         return x
 
 
-def _encode(x: np.ndarray, weight: Matrix, bias: np.ndarray, weight_1x1: Matrix,
-            bias_1x1: np.ndarray, kernel: int, step: int, glu: bool) -> np.ndarray:
+def _encode(x: np.ndarray, weight: Matrix, weight_1x1: Matrix, kernel: int, step: int,
+            glu: bool) -> np.ndarray:
     """Strided convolution, ReLU, 1x1 convolution, GLU: ``[L, C_in] -> [frames, C_out]``."""
     frames = (len(x) - kernel) // step + 1
     blocks = np.ascontiguousarray(x[:(frames - 1) * step + kernel]).reshape(-1, step * x.shape[1])
     windows = np.concatenate([blocks[piece:piece + frames] for piece in range(kernel // step)],
                              axis=1)  # frame f: samples f * step to f * step + kernel
-    hidden = weight.times(windows)
-    hidden += bias
-    return _pointwise(np.maximum(hidden, 0, out=hidden), weight_1x1, bias_1x1, glu)
+    hidden = weight.affine(windows)
+    return _pointwise(np.maximum(hidden, 0, out=hidden), weight_1x1, glu)
 
 
-def _pointwise(x: np.ndarray, weight: Matrix, bias: np.ndarray, glu: bool) -> np.ndarray:
+def _pointwise(x: np.ndarray, weight: Matrix, glu: bool) -> np.ndarray:
     """1x1 convolution and GLU (or ReLU): ``[T, C] -> [T, C']``."""
-    hidden = weight.times(x)
-    hidden += bias
+    hidden = weight.affine(x)
     if not glu:
         return np.maximum(hidden, 0, out=hidden)
     return torch.nn.functional.glu(torch.from_numpy(hidden), 1).numpy()  # twice NumPy's speed
@@ -329,7 +336,7 @@ def _pointwise(x: np.ndarray, weight: Matrix, bias: np.ndarray, glu: bool) -> np
 def _transposed(x: np.ndarray, weight: Matrix, bias: np.ndarray, kernel: int,
                 step: int) -> np.ndarray:
     """Transposed strided convolution: ``[T, C_in] -> [(T - 1) * step + kernel, C_out]``."""
-    return _overlap_add(weight.times(x), bias, kernel, step)
+    return _overlap_add(weight.affine(x), bias, kernel, step)
 
 
 def _overlap_add(products: np.ndarray, bias: np.ndarray, kernel: int, step: int) -> np.ndarray:
@@ -338,11 +345,11 @@ def _overlap_add(products: np.ndarray, bias: np.ndarray, kernel: int, step: int)
     frames = len(products)
     c_out = len(bias)
     pieces = products.reshape(frames, kernel // step, step * c_out)
-    out = np.zeros(((frames - 1) * step + kernel, c_out), dtype=np.float32)
+    out = np.empty(((frames - 1) * step + kernel, c_out), dtype=np.float32)
+    out[:] = bias
     rows = out.reshape(-1, step * c_out)  # blocks of ``step`` samples
     for piece in range(kernel // step):
         rows[piece:piece + frames] += pieces[:, piece]
-    out += bias
     return out
 
 
@@ -350,7 +357,7 @@ def _transposed_split(x: np.ndarray, split: int, weight: Matrix, bias: np.ndarra
                       kernel: int, step: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_transposed` of ``x[:split]`` and of ``x[split:]``, separately,
     with one matrix product for both."""
-    products = weight.times(x)
+    products = weight.affine(x)
     return (_overlap_add(products[:split], bias, kernel, step),
             _overlap_add(products[split:], bias, kernel, step))
 
