@@ -275,7 +275,7 @@ def denoise(
     fp16: Annotated[bool, typer.Option(
         "--fp16", rich_help_panel=LIVE,
         help="demucs: keep the model's large weights in float16 (x86-64 CPUs): hops about "
-             "1.5x faster, the output within -100 dB of float32's (see the README).")] = False,
+             "1.3x faster, the output within -100 dB of float32's (see the README).")] = False,
     live: Annotated[bool, typer.Option(
         "--live", rich_help_panel=LIVE,
         help="Enhance an input device into an output device until Ctrl-C, showing the "
