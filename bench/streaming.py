@@ -48,6 +48,7 @@ Goals: issue 13 asks, at a 16 ms hop on one thread, for dns48 at most RTF
 issue's machine. Speeds differ between machines, so the last table checks
 the same fractions of the reference's RTF measured in this run (0.217 and
 0.242).
+
 ``--repeat N`` runs each row N times, the implementations alternating in
 rounds, and shows the run with the median RTF and the median of the
 rounds' ratios: this host's load moves single runs by 10 % or more.
@@ -282,7 +283,7 @@ def main() -> None:
     parser.add_argument("--hops", default="1,2", type=lambda text: comma_list(text, int),
                         help="hop sizes in model frames (one frame is 16 ms)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of audio fed")
-    parser.add_argument("--repeat", type=int, default=1,
+    parser.add_argument("--repeat", type=lambda text: comma_list(text, int)[0], default=1,
                         help="runs of each row, alternating implementations; the median shown")
     parser.add_argument("--cold", action="store_true",
                         help="no offline pass before streaming (see the docstring)")
