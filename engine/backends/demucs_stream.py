@@ -141,7 +141,7 @@ class DemucsStream:
             self._layers(half)
         else:
             self.encoder, self.decoder = weights_of.encoder, weights_of.decoder
-            self.lstm_layers, self.lstm_sizes = weights_of.lstm_layers, weights_of.lstm_sizes
+            self.lstm_layers = weights_of.lstm_layers
         # The first layer's input for its new frames, at the upsampled rate.
         self.new_samples = (self.stride * model.resample + model.kernel_size - model.stride)
         self.extra_frames = self._extra_frames()
@@ -151,8 +151,9 @@ class DemucsStream:
         self.frames = 0
         self.variance = 0.0
         self.conv_state: list[np.ndarray] | None = None
+        size = model.lstm.lstm.hidden_size
         self.lstm_state = [(np.zeros(size, np.float32), np.zeros(size, np.float32))
-                           for size in self.lstm_sizes]
+                           for _ in self.lstm_layers]
 
     def _layers(self, half: bool) -> None:
         """The weights as matrices for time-major products."""
@@ -185,7 +186,6 @@ class DemucsStream:
             bias = as_array(getattr(lstm, f"bias_ih_l{layer}")) + \
                 as_array(getattr(lstm, f"bias_hh_l{layer}"))
             self.lstm_layers.append(Matrix(weight, bias, half))
-        self.lstm_sizes = [lstm.hidden_size] * lstm.num_layers
 
     def _extra_frames(self) -> list[int]:
         """How many of the frames past the hop each decoder layer decodes
@@ -299,12 +299,12 @@ class DemucsStream:
 
     def _lstm(self, x: np.ndarray) -> np.ndarray:
         """The two LSTM layers over ``x`` ``[T, H]``, one step per frame, state carried."""
-        for index, weight in enumerate(self.lstm_layers):
+        for index, gates_of in enumerate(self.lstm_layers):
             hidden, cell = self.lstm_state[index]
             size = len(hidden)
             out = np.empty((len(x), size), dtype=np.float32)
             for t in range(len(x)):
-                gates = weight.affine(np.concatenate([x[t], hidden])[None])[0]
+                gates = gates_of.affine(np.concatenate([x[t], hidden])[None])[0]
                 sigmoid = 1 / (1 + np.exp(-gates[:2 * size]))
                 cell = sigmoid[size:] * cell + sigmoid[:size] * np.tanh(gates[2 * size:3 * size])
                 hidden = np.tanh(cell) / (1 + np.exp(-gates[3 * size:]))
