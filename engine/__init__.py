@@ -3,7 +3,7 @@
     from denoise.engine import Batch, BatchOptions, enhance_array, plan_jobs
 
     plan = plan_jobs(["in/"], "out/", recursive=True)
-    for result in Batch(plan.jobs, BatchOptions(method="spectral")).run():
+    for result in Batch(plan.jobs, BatchOptions()).run():  # the default method, dfn3
         print(result.input, result.status)
 
     clean = enhance_array(noisy, 16000, method="spectral")

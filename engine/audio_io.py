@@ -142,21 +142,13 @@ def read_span(path: Path, start: int, stop: int) -> np.ndarray:
     return np.ascontiguousarray(block.T)
 
 
-def channel_std(path: Path, info: AudioInfo, mix: bool = False,
-                block_samples: int = 1 << 20) -> np.ndarray:
-    """Standard deviation of each channel (or of their mean, with ``mix``) over
-    the whole file, read in blocks: ``[C]`` (or ``[1]``)."""
-    total = np.zeros(1 if mix else info.channels)
-    squares = np.zeros_like(total)
+def file_blocks(path: Path, info: AudioInfo, mix: bool = False,
+                block_samples: int = 1 << 20) -> Iterator[np.ndarray]:
+    """The whole file in ``[C, n]`` float32 blocks read one at a time (with
+    ``mix``, its mono mix, ``[1, n]``)."""
     for start in range(0, info.samples, block_samples):
-        block = read_span(path, start, min(info.samples, start + block_samples)).astype(np.float64)
-        if mix:
-            block = block.mean(axis=0, keepdims=True)
-        total += block.sum(axis=-1)
-        squares += np.square(block).sum(axis=-1)
-    count = info.samples
-    variance = (squares - total**2 / count) / max(count - 1, 1)
-    return np.sqrt(np.maximum(variance, 0.0)).astype(np.float32)
+        block = read_span(path, start, min(info.samples, start + block_samples))
+        yield block.mean(axis=0, keepdims=True) if mix else block
 
 
 class Recording:

@@ -54,7 +54,7 @@ class BatchOptions:
     cross-fade.
     """
 
-    method: str = "spectral"
+    method: str = field(default_factory=backends.default_method)
     backend_options: dict = field(default_factory=dict)
     jobs: int | None = None
     existing: str = "error"

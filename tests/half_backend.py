@@ -50,6 +50,7 @@ class HalfBackend:
     compute_s_per_audio_s = 0.001
     owns_gain_floor = False
     needs_file_std = False
+    level_range_dbfs = None
     causal = True
 
     def __init__(self, options: HalfOptions = HalfOptions()):

