@@ -16,8 +16,17 @@ with scipy's polyphase filter (``denoise`` uses torchaudio's).
 A second table checks transparency: each method run on the clean speech alone
 should give it back unharmed (PESQ-WB near 4.64).
 
+A third, with ``--levels``, is the level sweep: the same pairs scaled to
+other recording levels (float, nothing clipped; each output scaled back
+before scoring), PESQ-WB and STOI means, how many files end with a lower
+STOI than their input's (0.005 of slack), and how the noise in pauses
+changed (output against input where the clean speech is silent). For
+``denoise dfn3`` against ``DeepFilterNet3 runtime`` it shows what the level
+stage (engine/level.py) does: the runtime alone has none.
+
     python bench/quality.py
     python bench/quality.py --methods "unprocessed,denoise spectral" --per-kind --per-snr
+    python bench/quality.py --levels --methods "denoise spectral,denoise dfn3,DeepFilterNet3 runtime"
 """
 
 from __future__ import annotations
@@ -279,6 +288,75 @@ def write_json(
     path.write_text(json.dumps({"pairs": records, "transparency_pesq_wb": transparent}, indent=1))
 
 
+SWEEP_LEVELS_DB = (12, 0, -10, -20, -30, -40)
+# STOI below the input's by more than this counts as a file made less intelligible.
+STOI_SLACK = 0.005
+
+
+@dataclass
+class LevelScore:
+    """One method on one pair at one recording level."""
+
+    pesq_wb: float
+    stoi: float
+    input_stoi: float
+    pause_change_db: float
+
+
+def pause_change_db(clean: np.ndarray, noisy: np.ndarray, enhanced: np.ndarray,
+                    sample_rate: int) -> float:
+    """Output power against input power over the 20 ms frames where the
+    clean speech is more than 40 dB below its loudest frame."""
+    frame = sample_rate // 50
+    count = len(clean) // frame
+
+    def power(x):
+        return np.square(x[: count * frame].astype(np.float64)).reshape(count, frame).sum(axis=1)
+
+    speech = power(clean)
+    pauses = speech < speech.max() * 1e-4
+    if not pauses.any():
+        return math.nan
+    return float(10 * np.log10(power(enhanced)[pauses].sum() / power(noisy)[pauses].sum()))
+
+
+def level_sweep(enhance: Enhancer, pairs: list[Pair], levels_db) -> dict[int, list[LevelScore]]:
+    """Each pair at each level: scaled, enhanced, scaled back, scored."""
+    sweep = {}
+    for level_db in levels_db:
+        scale = np.float32(10 ** (level_db / 20))
+        sweep[level_db] = []
+        for pair in pairs:
+            rate = pair.sample_rate
+            enhanced = np.asarray(enhance(pair.noisy * scale, rate), np.float32) / scale
+            sweep[level_db].append(LevelScore(
+                pesq_wb(pair.clean, enhanced, rate), stoi_score(pair.clean, enhanced, rate),
+                stoi_score(pair.clean, pair.noisy, rate),
+                pause_change_db(pair.clean, pair.noisy, enhanced, rate)))
+    return sweep
+
+
+def level_table(sweeps: dict[str, dict[int, list[LevelScore]]]) -> str:
+    """One row per (method, level): means, their change from the as-recorded
+    level, files made less intelligible, the noise in pauses."""
+    rows = []
+    for method, sweep in sweeps.items():
+        as_recorded = sweep.get(0)
+        for level_db, scores in sweep.items():
+            pesq = np.nanmean([s.pesq_wb for s in scores])
+            stoi = np.mean([s.stoi for s in scores])
+            below = sum(s.stoi < s.input_stoi - STOI_SLACK for s in scores)
+            delta = ("" if as_recorded is None else
+                     f"{pesq - np.nanmean([s.pesq_wb for s in as_recorded]):+.3f} / "
+                     f"{stoi - np.mean([s.stoi for s in as_recorded]):+.4f}")
+            rows.append([method, f"{level_db:+d} dB", f"{pesq:.3f}", f"{stoi:.4f}", delta,
+                         f"{below} of {len(scores)}",
+                         f"{np.nanmean([s.pause_change_db for s in scores]):+.1f}"])
+    return markdown_table(["method", "level", "PESQ-WB", "STOI",
+                           "change from as recorded (PESQ / STOI)",
+                           "files below the input's STOI", "pauses (dB)"], rows)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Score enhancement methods on the bench pairs.")
     parser.add_argument(
@@ -292,6 +370,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--per-kind", action="store_true", help="also break down by noise kind")
     parser.add_argument("--per-snr", action="store_true", help="also break down by SNR")
     parser.add_argument("--json", type=Path, help="write per-pair scores here")
+    parser.add_argument("--levels", action="store_true",
+                        help="the level sweep (recording levels from +12 to -40 dB) instead of "
+                             "the quality tables")
     args = parser.parse_args()
     args.methods = [name.strip() for name in args.methods.split(",") if name.strip()]
     unknown = [name for name in args.methods if name not in METHODS]
@@ -320,6 +401,14 @@ def main() -> None:
     started = time.perf_counter()
     pairs = build_pairs(args.bench_data, args.seed, args.limit)
     methods = load_methods(args.methods)
+    if args.levels:
+        sweeps = {}
+        for name, enhance in methods.items():
+            sweeps[name] = level_sweep(enhance, pairs, SWEEP_LEVELS_DB)
+            print(f"swept {name!r} at {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        print(f"{len(pairs)} pairs at {len(SWEEP_LEVELS_DB)} levels\n")
+        print(level_table(sweeps))
+        return
     scores, clean_pesq = run(methods, pairs)
     audio_s = sum(len(p.noisy) / p.sample_rate for p in pairs)
     print(f"{len(pairs)} pairs, {audio_s:.0f} s of 16 kHz audio\n")

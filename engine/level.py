@@ -179,12 +179,12 @@ class CausalGain:
         # the frame arrives.
         offsets = (self.position + np.arange(block.shape[-1])) % frame
         frame_index = (self.position + np.arange(block.shape[-1])) // frame
-        starts, ends = [self.gain_db], [self.next_gain_db]
+        starts, ends = [self.gain_db.copy()], [self.next_gain_db.copy()]
         held, energies = self.meter.feed(block)
         for k in range(held.shape[-1]):
             self._update(held[:, k], energies[:, k])
-            starts.append(self.gain_db)
-            ends.append(self.next_gain_db)
+            starts.append(self.gain_db.copy())
+            ends.append(self.next_gain_db.copy())
         self.position = (self.position + block.shape[-1]) % frame
         start, end = np.stack(starts, axis=-1), np.stack(ends, axis=-1)
         ramp = offsets / frame
