@@ -1,7 +1,7 @@
 """DEMUCS: the reference's checkpoints load strictly and give its output.
 
 Golden fixtures (``bench/make_demucs_golden.py``) hold, for each published
-configuration, the seed the reference model was initialised with, the SHA-256
+configuration, the seed the reference model was initialised with, a fingerprint
 and the names and shapes of its state_dict, an input and the reference output.
 """
 
@@ -18,7 +18,7 @@ from denoise.engine.backends.demucs import PRETRAINED, load_model
 from denoise.engine.backends.demucs_model import Demucs
 
 sys.path.insert(0, str(REPO))
-from bench.make_demucs_golden import state_digest  # noqa: E402
+from bench.make_demucs_golden import fingerprints_match, state_fingerprint  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -37,7 +37,8 @@ def golden(request, tmp_path):
     assert architecture == PRETRAINED[name].architecture
     torch.manual_seed(int(data["seed"]))
     state = Demucs(**architecture).state_dict()
-    assert state_digest(state) == str(data["state_sha256"]), "weights differ from the reference's"
+    assert fingerprints_match(state_fingerprint(state), data["state_fingerprint"]), \
+        "weights differ from the reference's"
     path = tmp_path / f"{name}.th"
     torch.save(state, path)
     return name, path, data
