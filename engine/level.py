@@ -24,9 +24,9 @@ nothing above that has no speech level and gets no gain.
 A signal whose level is inside the range a backend names
 (``level_range_dbfs``) is left as it is; one outside is brought to the
 nearer end. Offline (:func:`speech_levels` over a whole file, read in
-blocks) one gain per channel for the file. Streams (:class:`CausalGain`) measure the same
-level over the last :data:`WINDOW_S` of active frames, only frames that
-count as active at the current level entering it, so a pause holds the gain
+blocks) one gain per channel for the file. Streams (:class:`CausalGain`)
+measure the same level over the last :data:`WINDOW_S` of active frames,
+only frames that count as active at the current level entering it, so a pause holds the gain
 where the speech left it instead of raising it toward the noise; the gain
 follows in dB with the time constants below and changes linearly across
 each 10 ms frame; :class:`~denoise.engine.streaming.Levelled` divides each
@@ -207,4 +207,5 @@ class CausalGain:
                 continue
             wanted = level_gain_db(self.level_dbfs[c], self.level_range_dbfs)
             time_s = FALL_S if wanted < self.next_gain_db[c] else RISE_S
-            self.next_gain_db[c] += (1 - math.exp(-FRAME_S / time_s)) * (wanted - self.next_gain_db[c])
+            step = 1 - math.exp(-FRAME_S / time_s)
+            self.next_gain_db[c] += step * (wanted - self.next_gain_db[c])

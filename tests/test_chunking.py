@@ -75,7 +75,7 @@ def test_spectral_chunked_run_equals_whole_file_run(tmp_path, bench_data):
     whole = enhance_array(noisy, rate, method="spectral")
 
     jobs = plan_jobs([str(tmp_path / "noisy.wav")], str(tmp_path / "chunked.wav")).jobs
-    options = BatchOptions(jobs=1, segment_s=3.0, overlap_s=0.25)
+    options = BatchOptions(method="spectral", jobs=1, segment_s=3.0, overlap_s=0.25)
     batch = Batch(jobs, options)
     results = list(batch.run())
     assert [r.status for r in results] == ["done"]

@@ -142,8 +142,9 @@ def test_no_network_fails_the_run_with_one_line(tmp_path, monkeypatch, cli):
     sf.write(str(tmp_path / "a.wav"), np.zeros(1600, dtype=np.float32), 16000)
     result = cli(tmp_path / "a.wav", "-o", tmp_path / "out", "--method", "demucs", "-j", "1")
     assert result.exit_code == 2
-    (line,) = [x for x in result.stderr.splitlines() if x.strip()]
-    assert "cannot download model dns48" in line and "--weights" in line
+    note, line = [x for x in result.stderr.splitlines() if x.strip()]
+    assert note.startswith("note: downloading DEMUCS dns48") and "CC BY-NC 4.0" in note
+    assert line.startswith("error: cannot download model dns48") and "--weights" in line
     assert "--download-model dns48" in line
     assert not (tmp_path / "out").exists()
     assert list((tmp_path / "torch" / "hub" / "checkpoints").iterdir()) == []
@@ -156,11 +157,14 @@ def test_list_models_shows_what_is_cached(tmp_path, monkeypatch, cli, tiny_state
     cached.write_bytes(b"x")
     result = cli("--list-models")
     assert result.exit_code == 0
-    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    table, licences = result.stdout.split("\n\n", 1)
+    rows = {line.split()[0]: line for line in table.splitlines()[1:]}
     assert set(rows) == set(demucs.PRETRAINED)
     assert rows["dns64"].endswith(str(cached))
     assert rows["dns48"].endswith(" no")
     assert " no " in rows["valentini_nc"] and "yes" in rows["dns48"]
+    assert "DEMUCS weights are licensed CC BY-NC 4.0" in licences
+    assert "DeepFilterNet3" in licences and "MIT or Apache-2.0" in licences
 
 
 def test_half_precision_checkpoint_runs_in_float32(tmp_path, tiny_state):

@@ -139,7 +139,8 @@ def test_report_run_writes_json_csv_html_and_plots(bench_data, tmp_path, cli):
     assert result.exit_code == 1, result.output  # the broken file fails; the rest goes on
     document = json.loads((report / "report.json").read_text())
     assert set(document) == {"schema", "created", "settings", "versions", "summary", "files"}
-    assert document["settings"]["method"] == "spectral"
+    assert document["settings"]["method"] == "dfn3"  # the default
+    assert document["settings"]["model licence"] == "MIT or Apache-2.0"
     assert document["versions"]["torch"] == torch.__version__
     summary = document["summary"]
     assert (summary["files"], summary["done"], summary["failed"]) == (3, 2, 1)
