@@ -53,14 +53,16 @@ MAX_BOOST_DB = 50.0
 MAX_CUT_DB = 30.0
 # Streams: the level over this much active signal; the gain falling within
 # a fifth of a second when speech gets louder (a loud word must not reach
-# the model boosted for long) and rising within half a second when it gets quieter
-# or a stream starts quiet. It stays at 0 dB until a second of active signal
-# has been measured: what comes first may be noise alone, whose level is no
-# guide to the speech's.
+# the model boosted for long) and rising as fast when it gets quieter or a
+# stream starts quiet. It stays at 0 dB until half a second of active
+# signal has been measured: what comes first may be noise alone, whose
+# level is no guide to the speech's. (Waiting a whole second cost a quiet
+# stream its first second of words: 76 dB down, tests/test_level.py; a
+# quarter of a second moved an in-range stream away from the offline result.)
 WINDOW_S = 10.0
 FALL_S = 0.2
-RISE_S = 0.5
-SETTLE_S = 1.0
+RISE_S = 0.2
+SETTLE_S = 0.5
 
 
 def level_gain_db(level_dbfs: float, level_range_dbfs: tuple[float, float]) -> float:
