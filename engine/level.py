@@ -26,10 +26,10 @@ A signal whose level is inside the range a backend names
 nearer end. Offline (:func:`speech_levels` over a whole file, read in
 blocks) one gain per channel for the file. Streams (:class:`CausalGain`)
 measure the same level over the last :data:`WINDOW_S` of active frames,
-only frames that count as active at the current level entering it, so a pause holds the gain
-where the speech left it instead of raising it toward the noise; the gain
-follows in dB with the time constants below and changes linearly across
-each 10 ms frame; :class:`~denoise.engine.streaming.Levelled` divides each
+only frames that count as active at the current level entering it, so a
+pause holds the gain where the speech left it instead of raising it toward
+the noise; the gain follows in dB with the time constants below and
+changes linearly across each 10 ms frame; :class:`~denoise.engine.streaming.Levelled` divides each
 output sample by the gain its input sample got, so the inverse is exact
 whatever the model's latency.
 """
