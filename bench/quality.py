@@ -83,11 +83,11 @@ def _logmmse() -> Enhancer:
     return enhance
 
 
-def _denoise(method: str) -> Callable[[], Enhancer]:
+def _denoise(method: str, **options) -> Callable[[], Enhancer]:
     def factory() -> Enhancer:
         from denoise.engine import enhance_array
 
-        return lambda x, sample_rate: enhance_array(x, sample_rate, method=method)
+        return lambda x, sample_rate: enhance_array(x, sample_rate, method=method, **options)
 
     return factory
 
@@ -112,6 +112,7 @@ METHODS: dict[str, Callable[[], Enhancer]] = {
     "logmmse": _logmmse,
     "denoise spectral": _denoise("spectral"),
     "denoise dfn3": _denoise("dfn3"),
+    "denoise dfn3 (runtime engine)": _denoise("dfn3", engine="runtime"),
     "DeepFilterNet3 runtime": _dfn3_reference,
 }
 

@@ -201,8 +201,15 @@ def denoise(
         help="A local checkpoint (state_dict or training package) instead of "
              "downloading --model.")] = None,
     device: Annotated[Optional[str], typer.Option(
-        metavar="DEVICE", rich_help_panel=DEMUCS,
-        help="auto, cpu, cuda, cuda:N or mps. [default: cpu]")] = None,
+        metavar="DEVICE", rich_help_panel=ENHANCE,
+        help="Where dfn3 or demucs runs: auto, cpu, cuda, cuda:N (demucs also mps). dfn3 on "
+             "a GPU needs pip install 'denoise[gpu]'. [default: cpu]")] = None,
+    dfn3_engine: Annotated[Optional[str], typer.Option(
+        "--dfn3-engine", metavar="onnx|runtime", rich_help_panel=ENHANCE,
+        callback=_one_of(("onnx", "runtime"), "dfn3-engine"),
+        help="onnx: DeepFilterNet3's networks over whole chunks with ONNX Runtime (CPU or "
+             "GPU); runtime: libDF's own, frame by frame. Same output to about 50 dB or "
+             "more; streams always use the runtime. [default: onnx]")] = None,
     preset: Annotated[Optional[str], typer.Option(
         metavar="|".join(PRESETS), rich_help_panel=FINISH, callback=_one_of(PRESETS, "preset"),
         help="podcast: -16 LUFS (mono -19), -1 dBTP; broadcast (EBU R128): -23 LUFS, "
@@ -330,15 +337,22 @@ def denoise(
                         sum((overwrite, skip_existing, resume)), bool(log) and no_log,
                         spectral_only={"--strength": strength, "--noise-file": noise_file},
                         demucs_only={"--model": model, "--weights": weights,
-                                     "--device": device, "--band-limit": band_limit or None},
+                                     "--band-limit": band_limit or None},
                         file_outputs={"--residue": residue, "--report": report, "--plot": plot,
                                       "--reference": reference, "--dnsmos": dnsmos})
+    if device is not None and method not in ("demucs", "dfn3"):
+        _usage_error("--device: only for --method demucs or dfn3")
+    if dfn3_engine is not None and method != "dfn3":
+        _usage_error("--dfn3-engine: only for --method dfn3")
+    if dfn3_engine == "runtime" and device not in (None, "cpu", "auto"):
+        _usage_error(f"--device {device}: only the onnx engine of dfn3 runs on a GPU")
     _need_stack()
     from denoise.engine import BatchOptions, Finishing, Measure
 
     backend_options = _backend_options(method, strength=strength,
                                        noise=_recording("--noise-file", noise_file),
-                                       model=model, weights=weights, device=device)
+                                       model=model, weights=weights, device=device,
+                                       engine=dfn3_engine)
     with _usage_errors():
         options = BatchOptions(
             method=method, backend_options=backend_options, jobs=jobs, fmt=fmt, subtype=subtype,

