@@ -1,21 +1,27 @@
-"""DeepFilterNet3 speed: ``denoise``'s dfn3 against its reference runtime, one thread.
+"""DeepFilterNet3 speed: ``denoise``'s two dfn3 engines against the reference runtime.
 
-In one process (BLAS/OpenMP threads set to 1 before anything is imported),
-on the same 48 kHz input (real noisy speech from samples/, tiled to
-``--seconds``), it times
+In one process (BLAS/OpenMP threads set to 1 before anything is imported,
+one torch and ONNX Runtime thread), on the same 48 kHz input (real noisy
+speech from samples/, tiled to ``--seconds``), alternating for ``--rounds``
+rounds (the median is printed), it times
 
   reference offline   the bundled libDF over the whole signal, frame by
                       frame from its C API (bench/dfn3_reference.py)
-  denoise offline     ``enhance_array(..., method="dfn3")``: the engine's
-                      backend, state creation and delay handling included
-  denoise streaming   ``open_stream(dfn3)`` fed one 10 ms hop at a time, as a
-                      live source does; RTF, and the p50/p99/max compute time
-                      of a hop against its 10 ms
+  runtime engine      ``enhance_array(..., method="dfn3", engine="runtime")``
+  onnx engine         ``enhance_array(..., method="dfn3")``, the default:
+                      whole process, and its three networks alone
+  streaming           ``open_stream(dfn3)`` (the runtime) fed one 10 ms hop at
+                      a time, as a live source does; RTF, and the p50/p99/max
+                      compute time of a hop against its 10 ms
 
-and checks that the three outputs agree (streamed against offline, within
-1e-4 of peak; offline against the reference, SNR in dB).
+and checks that the outputs agree (each engine against the reference, SNR in
+dB; streamed against the runtime engine offline, within 1e-4 of peak).
 
-    python bench/dfn3_speed.py --seconds 60
+``--cli-seconds S`` also times the command as a user meets it: ``denoise IN
+-o OUT --method dfn3 -j 1`` on S seconds of the same speech, pinned to one
+core (``taskset -c 0``), whole process with its imports, each engine.
+
+    python bench/dfn3_speed.py --seconds 60 --cli-seconds 300
 """
 
 from __future__ import annotations
@@ -27,7 +33,11 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -40,7 +50,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from bench.dfn3_reference import reference  # noqa: E402
 from denoise.engine import enhance_array  # noqa: E402
-from denoise.engine.backends import BackendSpec  # noqa: E402
+from denoise.engine.backends import BackendSpec, dfn3_onnx  # noqa: E402
 from denoise.engine.streaming import open_stream  # noqa: E402
 
 RATE = 48000
@@ -53,22 +63,67 @@ def noisy_speech(seconds: float) -> np.ndarray:
     return np.resize(resample_poly(audio, 160, 147), round(seconds * RATE)).astype(np.float32)
 
 
+class NetworkClock:
+    """Time spent in the onnx engine's three networks."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._run = dfn3_onnx.Networks.run
+        clock = self
+
+        def timed_run(networks, *args):
+            began = time.perf_counter()
+            try:
+                return clock._run(networks, *args)
+            finally:
+                clock.seconds += time.perf_counter() - began
+
+        dfn3_onnx.Networks.run = timed_run
+
+
+def snr_db(reference_signal: np.ndarray, estimate: np.ndarray) -> float:
+    error = np.sum((reference_signal - estimate) ** 2)
+    return float(10 * np.log10(np.sum(reference_signal**2) / max(error, 1e-30)))
+
+
+def time_command(engine: str, source: Path, out: Path) -> float:
+    command = ["taskset", "-c", "0", shutil.which("denoise") or "denoise", str(source), "-o",
+               str(out), "--method", "dfn3", "--dfn3-engine", engine, "-j", "1", "--overwrite",
+               "--quiet"]
+    began = time.perf_counter()
+    subprocess.run(command, check=True)
+    return time.perf_counter() - began
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cli-seconds", type=float, default=0.0)
     args = parser.parse_args()
     torch.set_num_threads(1)
     signal = noisy_speech(args.seconds)
     print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
-          f"python {platform.python_version()}; 1 thread; {args.seconds:g} s at 48 kHz")
+          f"python {platform.python_version()}; 1 thread; {args.seconds:g} s at 48 kHz, "
+          f"median of {args.rounds} rounds")
     reference(signal[:RATE])  # loads the library: not billed to the first timing
-    started = time.perf_counter()
-    theirs = reference(signal)
-    reference_s = time.perf_counter() - started
-
-    started = time.perf_counter()
-    ours = enhance_array(signal, RATE, method="dfn3")
-    offline_s = time.perf_counter() - started
+    enhance_array(signal[:RATE], RATE, method="dfn3")  # loads the networks
+    clock = NetworkClock()
+    times = {"reference": [], "runtime": [], "onnx": [], "networks": []}
+    for _ in range(args.rounds):
+        started = time.perf_counter()
+        theirs = reference(signal)
+        times["reference"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        by_runtime = enhance_array(signal, RATE, method="dfn3", engine="runtime")
+        times["runtime"].append(time.perf_counter() - started)
+        clock.seconds = 0.0
+        started = time.perf_counter()
+        by_onnx = enhance_array(signal, RATE, method="dfn3")
+        times["onnx"].append(time.perf_counter() - started)
+        times["networks"].append(clock.seconds)
+    rtf = {name: float(np.median(values)) / args.seconds for name, values in times.items()}
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     stream = open_stream(BackendSpec("dfn3"), RATE, 1)
     hops, parts = [], []
@@ -79,20 +134,40 @@ def main() -> None:
     parts.append(stream.flush())
     streamed = np.concatenate(parts, axis=-1)[0]
     hops = np.array(hops)
+    streamed_error = np.max(np.abs(streamed - by_runtime)) / np.max(np.abs(by_runtime))
 
-    error = np.sum((theirs - ours) ** 2)
-    snr = 10 * np.log10(np.sum(theirs**2) / max(error, 1e-30))
-    streamed_error = np.max(np.abs(streamed - ours)) / np.max(np.abs(ours))
-    print("\n| run | RTF | hop compute p50 / p99 / max (ms) |")
-    print("|---|---:|---|")
-    print(f"| reference runtime, offline | {reference_s / args.seconds:.3f} | - |")
-    print(f"| denoise dfn3, offline | {offline_s / args.seconds:.3f} | - |")
-    print(f"| denoise dfn3, streaming, 10 ms hop | {hops.sum() / args.seconds:.3f} "
+    print("\n| run | RTF | time against the reference | hop compute p50 / p99 / max (ms) |")
+    print("|---|---:|---:|---|")
+    for label, name in (("reference runtime, offline", "reference"),
+                        ("denoise dfn3, runtime engine", "runtime"),
+                        ("denoise dfn3, onnx engine (default)", "onnx"),
+                        ("onnx engine, its three networks alone", "networks")):
+        print(f"| {label} | {rtf[name]:.4f} | {rtf[name] / rtf['reference']:.2f} | - |")
+    print(f"| denoise dfn3, streaming (runtime), 10 ms hop | {hops.sum() / args.seconds:.4f} "
+          f"| {hops.sum() / args.seconds / rtf['reference']:.2f} "
           f"| {1000 * np.median(hops):.2f} / {1000 * np.percentile(hops, 99):.2f} "
           f"/ {1000 * hops.max():.2f} |")
-    print(f"\noffline against the reference: {snr:.1f} dB SNR; streamed against offline: "
-          f"largest difference {streamed_error:.1e} of peak; latency "
-          f"{1000 * stream.latency_samples / RATE:.0f} ms")
+    print(f"\nagainst the reference: onnx engine {snr_db(theirs, by_onnx):.1f} dB SNR, runtime "
+          f"engine {snr_db(theirs, by_runtime):.1f} dB; streamed against the runtime engine "
+          f"offline: largest difference {streamed_error:.1e} of peak; latency "
+          f"{1000 * stream.latency_samples / RATE:.0f} ms; peak memory of this process "
+          f"{peak_mb:.0f} MB")
+
+    if args.cli_seconds:
+        with tempfile.TemporaryDirectory() as folder:
+            source = Path(folder) / "talk.wav"
+            sf.write(str(source), noisy_speech(args.cli_seconds), RATE, subtype="PCM_16")
+            wall = {engine: [] for engine in ("runtime", "onnx")}
+            for _ in range(2):
+                for engine in wall:
+                    wall[engine].append(time_command(engine, source, Path(folder) / "out.wav"))
+        best = {engine: min(values) for engine, values in wall.items()}
+        print(f"\n`taskset -c 0 denoise talk.wav -o out.wav --method dfn3 -j 1` on "
+              f"{args.cli_seconds:g} s of 48 kHz speech, whole process, best of 2:")
+        print("| engine | wall s | RTF |\n|---|---:|---:|")
+        for engine, seconds in best.items():
+            print(f"| {engine} | {seconds:.1f} | {seconds / args.cli_seconds:.4f} |")
+        print(f"onnx engine: {best['runtime'] / best['onnx']:.1f}x faster")
 
 
 if __name__ == "__main__":

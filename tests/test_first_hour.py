@@ -116,7 +116,8 @@ def test_a_run_that_finds_nothing_says_why_and_fails(tmp_path, cli):
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "spectral", "--model", "dns64"], "--model: only for --method demucs"),
-    (["--device", "cuda"], "--device: only for --method demucs"),
+    (["--method", "spectral", "--device", "cuda"], "--device: only for --method demucs or dfn3"),
+    (["--method", "demucs", "--dfn3-engine", "runtime"], "--dfn3-engine: only for --method dfn3"),
     (["--method", "demucs", "--strength", "0.5"], "--strength: only for --method spectral"),
     (["-q", "-v"], "-q and -v cannot be used together"),
 ])
