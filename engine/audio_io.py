@@ -245,8 +245,12 @@ class TemporaryFile:
         except OSError as error:
             raise FileError(target, f"output folder {folder} is not writable "
                                     f"({error.strerror or error})")
-        _claim(self._lock)
         self.path = Path(name)
+        try:
+            _claim(self._lock)
+        except BaseException:  # Ctrl-C before the caller holds this file to discard it
+            self.discard()
+            raise
 
     def publish(self) -> None:
         """Give the file its target's name (and the mode new files get)."""
@@ -287,8 +291,8 @@ class AtomicWriter:
         self._clip = subtype not in FLOAT_SUBTYPES
         self._stdout = stdout
         self._temporary = TemporaryFile(target)
-        self.temporary = self._temporary.path
         try:
+            self.temporary = self._temporary.path
             self._file = sf.SoundFile(str(self.temporary), "w", sample_rate, channels, subtype,
                                       format=fmt)
         except (sf.LibsndfileError, RuntimeError, OSError) as error:

@@ -264,12 +264,16 @@ class Output:
         self.on_block = on_block
         self.clipped = 0
         self.writer = AtomicWriter(target, sample_rate, channels, fmt, subtype, stdout)
-        ceiling = finishing.ceiling_dbtp()
-        self.limiter = None
-        if ceiling is not None:
-            self.limiter = Limiter(sample_rate, min(10 ** (ceiling / 20), FULL_SCALE))
-        elif subtype not in FLOAT_SUBTYPES and finishing.clip == "limit":
-            self.limiter = Limiter(sample_rate, FULL_SCALE, oversample=False)
+        try:
+            ceiling = finishing.ceiling_dbtp()
+            self.limiter = None
+            if ceiling is not None:
+                self.limiter = Limiter(sample_rate, min(10 ** (ceiling / 20), FULL_SCALE))
+            elif subtype not in FLOAT_SUBTYPES and finishing.clip == "limit":
+                self.limiter = Limiter(sample_rate, FULL_SCALE, oversample=False)
+        except BaseException:  # Ctrl-C before the caller holds this output to abort it
+            self.writer.abort()
+            raise
 
     def write(self, block: np.ndarray) -> None:
         self._emit(self.limiter.process(block) if self.limiter else block)
