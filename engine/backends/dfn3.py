@@ -34,13 +34,13 @@ import numpy as np
 import torch
 
 from denoise.engine.backends import dfn3_missing, dfn3_onnx
-from denoise.engine.backends.dfn3_onnx import HOP, SAMPLE_RATE
+from denoise.engine.backends.dfn3_onnx import FFT_SIZE, HOP, LOOKAHEAD, SAMPLE_RATE
 from denoise.engine.errors import UsageError
 
 ENGINES = ("onnx", "runtime")
 # The runtime's output lags its input by its window (960 samples) less one
 # hop, plus its two frames of look-ahead.
-DELAY = 960 - HOP + 2 * HOP
+DELAY = FFT_SIZE - HOP + LOOKAHEAD * HOP
 # The runtime's state (its feature normalisation, time constant 1 s, and the
 # networks' recurrent state) needs this much signal before a chunk to be
 # where a whole-file run would have it. A chunk against the whole-file run

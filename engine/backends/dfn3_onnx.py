@@ -83,7 +83,7 @@ def erb_band_widths() -> np.ndarray:
         borrowed = max(MIN_BINS_PER_BAND - width, 0)
         widths.append(max(width, MIN_BINS_PER_BAND))
         previous_bin = top_bin
-    widths[-1] += 1 - (sum(widths) + 1 - FREQS)
+    widths[-1] += FREQS - sum(widths)  # the top band takes the bins that are left
     return np.array(widths)
 
 
