@@ -21,7 +21,12 @@ dB; streamed against the runtime engine offline, within 1e-4 of peak).
 -o OUT --method dfn3 -j 1`` on S seconds of the same speech, pinned to one
 core (``taskset -c 0``), whole process with its imports, each engine.
 
-    python bench/dfn3_speed.py --seconds 60 --cli-seconds 300
+``--batch N`` times a folder of N files (45 s each at 44.1 kHz, the same
+speech from different points) through ``denoise IN/ -o OUT/ --method dfn3``
+with the default ``-j``, pinned to two cores (``taskset -c 0,1``), each
+engine, alternating, best of 2.
+
+    python bench/dfn3_speed.py --seconds 60 --cli-seconds 300 --batch 8
 """
 
 from __future__ import annotations
@@ -57,9 +62,11 @@ RATE = 48000
 HOP = 480
 
 
+SAMPLE = REPO_ROOT / "samples" / "librispeech_2412_crowd_5dB_44k.wav"
+
+
 def noisy_speech(seconds: float) -> np.ndarray:
-    audio, rate = sf.read(str(REPO_ROOT / "samples" / "librispeech_2412_crowd_5dB_44k.wav"),
-                          dtype="float32")
+    audio, rate = sf.read(str(SAMPLE), dtype="float32")
     return np.resize(resample_poly(audio, 160, 147), round(seconds * RATE)).astype(np.float32)
 
 
@@ -86,9 +93,10 @@ def snr_db(reference_signal: np.ndarray, estimate: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(reference_signal**2) / max(error, 1e-30)))
 
 
-def time_command(engine: str, source: Path, out: Path) -> float:
-    command = ["taskset", "-c", "0", shutil.which("denoise") or "denoise", str(source), "-o",
-               str(out), "--method", "dfn3", "--dfn3-engine", engine, "-j", "1", "--overwrite",
+def time_command(engine: str, source: Path, out: Path, cores: str = "0",
+                 jobs: tuple[str, ...] = ("-j", "1")) -> float:
+    command = ["taskset", "-c", cores, shutil.which("denoise") or "denoise", str(source), "-o",
+               str(out), "--method", "dfn3", "--dfn3-engine", engine, *jobs, "--overwrite",
                "--quiet"]
     began = time.perf_counter()
     subprocess.run(command, check=True)
@@ -100,6 +108,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cli-seconds", type=float, default=0.0)
+    parser.add_argument("--batch", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
     signal = noisy_speech(args.seconds)
@@ -168,6 +177,32 @@ def main() -> None:
         for engine, seconds in best.items():
             print(f"| {engine} | {seconds:.1f} | {seconds / args.cli_seconds:.4f} |")
         print(f"onnx engine: {best['runtime'] / best['onnx']:.1f}x faster")
+
+
+    if args.batch:
+        batch_speed(args.batch)
+
+
+def batch_speed(files: int) -> None:
+    speech, rate = sf.read(str(SAMPLE), dtype="float32")
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "in"
+        source.mkdir()
+        for index in range(files):
+            sf.write(str(source / f"talk {index}.wav"),
+                     np.resize(np.roll(speech, index * 3 * rate), 45 * rate), rate,
+                     subtype="PCM_16")
+        wall = {engine: [] for engine in ("runtime", "onnx")}
+        for _ in range(2):
+            for engine in wall:
+                wall[engine].append(time_command(engine, source, Path(folder) / "out", "0,1", ()))
+    best = {engine: min(values) for engine, values in wall.items()}
+    print(f"\n`taskset -c 0,1 denoise in/ -o out/ --method dfn3` (default -j), {files} files of "
+          f"45 s at 44.1 kHz, best of 2:")
+    print("| engine | wall s |\n|---|---:|")
+    for engine, seconds in best.items():
+        print(f"| {engine} | {seconds:.1f} |")
+    print(f"onnx engine: {best['onnx'] / best['runtime']:.2f} of the runtime's wall time")
 
 
 if __name__ == "__main__":

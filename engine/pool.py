@@ -5,6 +5,9 @@ so the batch has one code path for all three.
 - :class:`InProcess` runs each task when it is submitted. A batch too small
   to be worth starting workers uses it, and so do a GPU backend (one process
   feeds the device) and standard output (only this process can write it).
+- :class:`LocalThreads`: threads of this process, for a backend whose work
+  runs in native code that releases the GIL (ONNX Runtime): nothing to
+  start, one copy of the model, no results to pickle.
 - Local workers are loky's reusable process pool from joblib: processes
   started fresh (no fork of a process that holds torch's threads), tasks
   and results pickled with cloudpickle, a dead worker reported as an error.
@@ -38,6 +41,23 @@ class InProcess(cf.Executor):
         except Exception as error:  # noqa: BLE001 - a task's failure is its future's
             future.set_exception(error)
         return future
+
+
+class LocalThreads:
+    """``workers`` threads of this process."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.executor = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="denoise")
+
+    def submit(self, fn: Callable, /, *args) -> cf.Future:
+        return self.executor.submit(fn, *args)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop; a running task cannot be killed, so an interrupted run
+        waits for the tasks in hand (a chunk, a file's completion) and
+        drops the rest."""
+        self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 class LocalProcesses:

@@ -26,7 +26,7 @@ from denoise.engine.errors import FileError
 from denoise.engine.finishing import Output, residue_path
 from denoise.engine.pipeline import (ChunkResult, ChunkTask, FileStats, Shaping, file_statistics,
                                      run_chunks, wants_stats, worker_backend)
-from denoise.engine.pool import Cluster, InProcess, LocalProcesses
+from denoise.engine.pool import Cluster, InProcess, LocalProcesses, LocalThreads
 
 TASKS_PER_WORKER = 2
 # Margin for the resampling filters' own reach at chunk edges.
@@ -108,28 +108,36 @@ class Run:
     def _open_pool(self):
         """The pool and the torch threads each task may use. One process
         where it must (a GPU batching chunks; standard output) or where
-        workers would not pay for their start."""
+        workers would not pay for their start; threads of this process for
+        a backend that runs outside the GIL."""
         from denoise.engine.batch import default_jobs
 
         options = self.batch.options
         if options.cluster:
             return Cluster(options.cluster), 1
         jobs = self._pool_size()
+        threads = max(1, default_jobs() // jobs)
+        if self.per_call == 1 and jobs > 1 and self.backend.parallel_in_threads:
+            worker_backend(self.spec, threads, built=self.backend)
+            return LocalThreads(jobs), threads
         if self.per_call > 1 or self.batch.stdout is not None or jobs == 1:
             worker_backend(self.spec, default_jobs(), built=self.backend)
             return InProcess(), default_jobs()
-        return LocalProcesses(jobs), max(1, default_jobs() // jobs)
+        return LocalProcesses(jobs), threads
 
     def _pool_size(self) -> int:
-        """Worker processes: as asked; else one per core, as long as the
-        work is worth starting them (a process that is already running
-        finishes a small batch sooner than new workers that import torch)."""
+        """Workers: as asked; else one per core, threads at once (they cost
+        nothing to start), processes as long as the work is worth starting
+        them (a process that is already running finishes a small batch
+        sooner than new workers that import torch)."""
         from denoise.engine.batch import default_jobs
 
         tasks = sum(len(file.chunks) for file in self.files)
         if self.batch.options.jobs:
             return max(1, min(self.batch.options.jobs, tasks))
         cores = min(default_jobs(), tasks)
+        if self.backend.parallel_in_threads:
+            return cores
         work_s = sum(file.planned.info.duration_s * (1 if self.shaping.enhances_mix
                                                      else file.planned.info.channels)
                      for file in self.files) * self.backend.compute_s_per_audio_s

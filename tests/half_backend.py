@@ -48,6 +48,7 @@ class HalfBackend:
     sample_rate = 8000
     segment_s = 30.0
     compute_s_per_audio_s = 0.001
+    parallel_in_threads = False
     owns_gain_floor = False
     needs_file_std = False
     level_range_dbfs = None

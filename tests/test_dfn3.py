@@ -11,6 +11,7 @@ look-ahead frames); the inputs are real speech with real noise.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -84,6 +85,39 @@ def test_chunked_long_files_equal_the_whole_file(noisy_48k, tmp_path, cli, engin
     assert result.exit_code == 0, result.output
     chunked, _ = sf.read(str(tmp_path / "chunked.wav"), dtype="float32")
     assert snr_db(reference(noisy), chunked) > 40
+
+
+def test_a_batch_runs_on_threads_of_this_process_as_it_would_in_one(noisy_48k, tmp_path,
+                                                                    monkeypatch):
+    """The onnx engine releases the GIL: with two cores a batch runs on two
+    threads here, no worker process started, each file as a one-job run
+    writes it (bit for bit)."""
+    from denoise.engine import Batch, BatchOptions, plan_jobs
+    from denoise.engine.pool import LocalThreads
+    from denoise.engine.schedule import Run
+
+    noisy, _ = noisy_48k
+    (tmp_path / "in").mkdir()
+    for index in range(4):
+        sf.write(str(tmp_path / "in" / f"talk {index}.wav"), np.roll(noisy, index * RATE), RATE,
+                 subtype="FLOAT")
+    monkeypatch.setattr("denoise.engine.batch.default_jobs", lambda: 2)
+    outputs = {}
+    for jobs in (None, 1):
+        planned = plan_jobs([str(tmp_path / "in")], str(tmp_path / f"out{jobs}")).jobs
+        batch = Batch(planned, BatchOptions(method="dfn3", jobs=jobs, segment_s=4.0, log=None))
+        if jobs is None:
+            run = Run(batch)
+            assert isinstance(run.pool, LocalThreads) and run.pool.workers == 2
+            assert run.threads == 1
+            run.close()
+        assert all(result.status == "done" for result in batch.run())
+        assert set(batch.builds_per_worker) == {os.getpid()}
+        outputs[jobs] = {path.name: sf.read(str(path))[0]
+                         for path in (tmp_path / f"out{jobs}").glob("*.wav")}
+    assert sorted(outputs[None]) == [f"talk {index}.wav" for index in range(4)]
+    for name, audio in outputs[None].items():
+        assert np.array_equal(audio, outputs[1][name]), name
 
 
 @pytest.mark.parametrize("engine", ["onnx", "runtime"])

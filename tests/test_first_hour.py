@@ -151,16 +151,18 @@ def test_a_noise_file_that_is_not_audio_is_one_usage_error_before_anything_runs(
 
 
 def test_a_small_batch_runs_in_this_process_and_a_big_one_in_workers(tmp_path, monkeypatch):
+    """For a backend that holds the GIL (spectral; dfn3's onnx engine runs
+    on threads, tests/test_dfn3.py)."""
     from denoise.engine.schedule import Run
 
     for index in range(4):
         write_audio(tmp_path / "in" / f"{index}.wav", frames=16000 * 5, seed=index)
     jobs = plan_jobs([str(tmp_path / "in")], str(tmp_path / "out")).jobs
-    batch = Batch(jobs, BatchOptions(log=None))
+    batch = Batch(jobs, BatchOptions(method="spectral", log=None))
     assert all(result.status == "done" for result in batch.run())
     assert set(batch.builds_per_worker) == {os.getpid()}  # no worker process started
     monkeypatch.setattr("denoise.engine.batch.default_jobs", lambda: 2)
-    run = Run(Batch(jobs, BatchOptions(log=None, existing="overwrite")))
+    run = Run(Batch(jobs, BatchOptions(method="spectral", log=None, existing="overwrite")))
     assert run._pool_size() == 1
     run.backend.compute_s_per_audio_s = 1.0  # 20 s of work: worth two workers
     assert run._pool_size() == 2

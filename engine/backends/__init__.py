@@ -85,7 +85,9 @@ class Backend(Protocol):
     - ``segment_s``: the chunk length it prefers (longer chunks repeat their
       context less often and hold more memory); ``compute_s_per_audio_s``:
       what a second of one channel costs on one CPU thread, so the batch can
-      tell whether worker processes pay off.
+      tell whether worker processes pay off; ``parallel_in_threads``: its
+      work runs in native code that releases the GIL, so a batch runs it on
+      threads of one process (no workers to start, one model in memory).
     - ``owns_gain_floor``: its options have an ``atten_lim_db`` that it
       applies itself; otherwise the engine's STFT floor limits attenuation.
     - ``needs_file_std``: :meth:`enhance` wants each channel's standard
@@ -118,6 +120,7 @@ class Backend(Protocol):
     sample_rate: int | None
     segment_s: float
     compute_s_per_audio_s: float
+    parallel_in_threads: bool
     owns_gain_floor: bool
     needs_file_std: bool
     level_range_dbfs: tuple[float, float] | None

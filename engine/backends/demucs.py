@@ -275,6 +275,7 @@ class DemucsBackend:
     # for about 1.2 GB (dns48) per worker rather than 0.9 GB.
     segment_s = 60.0
     owns_gain_floor = False
+    parallel_in_threads = False  # torch's own threads already share its layers out
     needs_file_std = True
     # DEMUCS divides by the signal's deviation plus 1e-3 (the reference's
     # floor): below a deviation of about 0.03 the floor starts to show, so a

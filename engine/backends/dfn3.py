@@ -208,6 +208,9 @@ class Dfn3Backend:
         self.segment_s = ONNX_SEGMENT_S if onnx else 60.0
         # One thread, this project's machine (bench/dfn3_speed.py).
         self.compute_s_per_audio_s = 0.03 if onnx else 0.14
+        # ONNX Runtime releases the GIL while the networks run; the runtime
+        # engine's Python loop over frames holds it between frames.
+        self.parallel_in_threads = onnx
 
     def context_samples(self, sample_rate: int) -> tuple[int, int]:
         """Warm-up before a chunk; after it, the look-ahead and a frame."""

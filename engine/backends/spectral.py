@@ -153,6 +153,7 @@ class SpectralBackend:
     segment_s = 30.0
     # One thread, 48 kHz (the slowest common rate): 0.0054 s (0.0025 at 16 kHz).
     compute_s_per_audio_s = 0.006
+    parallel_in_threads = False
     owns_gain_floor = True
     needs_file_std = False
     level_range_dbfs = None
