@@ -344,8 +344,6 @@ def denoise(
         _usage_error("--device: only for --method demucs or dfn3")
     if dfn3_engine is not None and method != "dfn3":
         _usage_error("--dfn3-engine: only for --method dfn3")
-    if dfn3_engine == "runtime" and device not in (None, "cpu", "auto"):
-        _usage_error(f"--device {device}: only the onnx engine of dfn3 runs on a GPU")
     _need_stack()
     from denoise.engine import BatchOptions, Finishing, Measure
 

@@ -82,6 +82,9 @@ class BatchOptions:
             raise ValueError("need 0 <= overlap_s < segment_s")
         if self.atten_lim_db is not None and self.atten_lim_db < 0:
             raise ValueError(f"atten_lim_db must be >= 0 (0: no limit), got {self.atten_lim_db}")
+        # The backend's own checks of its options, now rather than when the
+        # run builds it: a caller's mistake is refused with the request.
+        backends.backend_class(self.method).Options(**self.spec().options)
 
     def settings(self) -> dict:
         """Everything that shapes an output (not how the run is carried out)."""

@@ -88,7 +88,7 @@ class Dfn3Options:
         if self.engine not in ENGINES:
             raise ValueError(f"dfn3 engine {self.engine!r}: use one of {', '.join(ENGINES)}")
         if self.device not in ("cpu", "auto") and self.engine != "onnx":
-            raise ValueError(f"device {self.device}: only the onnx engine runs on a GPU")
+            raise ValueError(f"device {self.device}: only the onnx engine of dfn3 runs on a GPU")
 
     @property
     def atten_lim(self) -> float | None:
