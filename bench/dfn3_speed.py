@@ -93,8 +93,8 @@ def snr_db(reference_signal: np.ndarray, estimate: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(reference_signal**2) / max(error, 1e-30)))
 
 
-def time_command(engine: str, source: Path, out: Path, cores: str = "0",
-                 jobs: tuple[str, ...] = ("-j", "1")) -> float:
+def time_command(engine: str, source: Path, out: Path, cores: str,
+                 jobs: tuple[str, ...]) -> float:
     command = ["taskset", "-c", cores, shutil.which("denoise") or "denoise", str(source), "-o",
                str(out), "--method", "dfn3", "--dfn3-engine", engine, *jobs, "--overwrite",
                "--quiet"]
@@ -163,24 +163,31 @@ def main() -> None:
           f"{peak_mb:.0f} MB")
 
     if args.cli_seconds:
-        with tempfile.TemporaryDirectory() as folder:
-            source = Path(folder) / "talk.wav"
-            sf.write(str(source), noisy_speech(args.cli_seconds), RATE, subtype="PCM_16")
-            wall = {engine: [] for engine in ("runtime", "onnx")}
-            for _ in range(2):
-                for engine in wall:
-                    wall[engine].append(time_command(engine, source, Path(folder) / "out.wav"))
-        best = {engine: min(values) for engine, values in wall.items()}
-        print(f"\n`taskset -c 0 denoise talk.wav -o out.wav --method dfn3 -j 1` on "
-              f"{args.cli_seconds:g} s of 48 kHz speech, whole process, best of 2:")
-        print("| engine | wall s | RTF |\n|---|---:|---:|")
-        for engine, seconds in best.items():
-            print(f"| {engine} | {seconds:.1f} | {seconds / args.cli_seconds:.4f} |")
-        print(f"onnx engine: {best['runtime'] / best['onnx']:.1f}x faster")
-
-
+        command_speed(args.cli_seconds)
     if args.batch:
         batch_speed(args.batch)
+
+
+def best_of_two(source: Path, out: Path, cores: str, jobs: tuple[str, ...]) -> dict[str, float]:
+    """Each engine's best wall time of two runs, alternating."""
+    wall = {engine: [] for engine in ("runtime", "onnx")}
+    for _ in range(2):
+        for engine in wall:
+            wall[engine].append(time_command(engine, source, out, cores, jobs))
+    return {engine: min(values) for engine, values in wall.items()}
+
+
+def command_speed(seconds: float) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "talk.wav"
+        sf.write(str(source), noisy_speech(seconds), RATE, subtype="PCM_16")
+        best = best_of_two(source, Path(folder) / "out.wav", "0", ("-j", "1"))
+    print(f"\n`taskset -c 0 denoise talk.wav -o out.wav --method dfn3 -j 1` on "
+          f"{seconds:g} s of 48 kHz speech, whole process, best of 2:")
+    print("| engine | wall s | RTF |\n|---|---:|---:|")
+    for engine, wall_s in best.items():
+        print(f"| {engine} | {wall_s:.1f} | {wall_s / seconds:.4f} |")
+    print(f"onnx engine: {best['runtime'] / best['onnx']:.1f}x faster")
 
 
 def batch_speed(files: int) -> None:
@@ -192,16 +199,12 @@ def batch_speed(files: int) -> None:
             sf.write(str(source / f"talk {index}.wav"),
                      np.resize(np.roll(speech, index * 3 * rate), 45 * rate), rate,
                      subtype="PCM_16")
-        wall = {engine: [] for engine in ("runtime", "onnx")}
-        for _ in range(2):
-            for engine in wall:
-                wall[engine].append(time_command(engine, source, Path(folder) / "out", "0,1", ()))
-    best = {engine: min(values) for engine, values in wall.items()}
+        best = best_of_two(source, Path(folder) / "out", "0,1", ())
     print(f"\n`taskset -c 0,1 denoise in/ -o out/ --method dfn3` (default -j), {files} files of "
           f"45 s at 44.1 kHz, best of 2:")
     print("| engine | wall s |\n|---|---:|")
-    for engine, seconds in best.items():
-        print(f"| {engine} | {seconds:.1f} |")
+    for engine, wall_s in best.items():
+        print(f"| {engine} | {wall_s:.1f} |")
     print(f"onnx engine: {best['onnx'] / best['runtime']:.2f} of the runtime's wall time")
 
 
