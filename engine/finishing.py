@@ -42,6 +42,7 @@ from denoise.engine.audio_io import FLOAT_SUBTYPES, AtomicWriter
 from denoise.engine.choices import CLIP_MODES, PRESETS
 from denoise.engine.dsp import FULL_SCALE, resample
 from denoise.engine.errors import FileError
+from denoise.engine.pool import check_stop
 
 LOOKAHEAD_S = 0.005
 RELEASE_S = 0.150
@@ -376,6 +377,7 @@ def staging_loudness(staging: Path) -> float | None:
         meter = LoudnessMeter(audio.samplerate, audio.channels)
         for block in audio.blocks(blocksize=round(BLOCK_S * audio.samplerate), dtype="float32",
                                   always_2d=True):
+            check_stop()
             meter.add(block)
     return meter.loudness()[0]
 
@@ -389,6 +391,7 @@ def _play(staging: Path, source: Path | None, output: Output, sample_rate: int,
     with sf.SoundFile(str(staging)) as enhanced, \
             (sf.SoundFile(str(source)) if source is not None else _Nothing()) as original:
         for data in enhanced.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
+            check_stop()
             block = data.T
             if source is not None:
                 before = original.read(len(data), dtype="float32", always_2d=True)

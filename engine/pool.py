@@ -18,6 +18,7 @@ so the batch has one code path for all three.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -43,10 +44,27 @@ class InProcess(cf.Executor):
         return future
 
 
+# Set while an interrupted run stops its threads, which cannot be killed: a
+# task that may run long (a file's completion) calls check_stop() between
+# blocks, so that Ctrl-C waits for a block, not for a whole file.
+_stopping = threading.Event()
+
+
+class TaskStopped(Exception):
+    """A task gave up because its run is being stopped."""
+
+
+def check_stop() -> None:
+    """Raise :class:`TaskStopped` if the run is being stopped."""
+    if _stopping.is_set():
+        raise TaskStopped("the run is being stopped")
+
+
 class LocalThreads:
     """``workers`` threads of this process."""
 
     def __init__(self, workers: int):
+        _stopping.clear()
         self.workers = workers
         self.executor = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="denoise")
 
@@ -54,9 +72,11 @@ class LocalThreads:
         return self.executor.submit(fn, *args)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop; a running task cannot be killed, so an interrupted run
-        waits for the tasks in hand (a chunk, a file's completion) and
-        drops the rest."""
+        """Stop; an interrupted run (``cancel_futures``) drops the tasks not
+        started and has those in hand give up at their next block (their
+        temporary outputs removed as on any failure)."""
+        if cancel_futures:
+            _stopping.set()
         self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
