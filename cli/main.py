@@ -20,7 +20,8 @@ from typer.core import TyperCommand
 
 from denoise.cli import present
 from denoise.cli.environment import installed_version, save_traceback, stack_problem
-from denoise.engine.choices import CHANNEL_MODES, CLIP_MODES, METHODS, PRESETS, PRETRAINED_MODELS
+from denoise.engine.choices import (CHANNEL_MODES, CLIP_MODES, DEHUM_MODES, METHODS, PRESETS,
+                                    PRETRAINED_MODELS)
 from denoise.engine.errors import DenoiseError
 
 EXIT_CODES = {0: "every file done or skipped", 1: "some files failed (the others were done)",
@@ -166,6 +167,13 @@ def denoise(
         metavar="X", min=0.0, max=1.0, rich_help_panel=ENHANCE,
         help="Fraction of the original mixed back into the output, 0 to 1: 0 fully "
              "denoised, 1 the input unchanged. [default: 0]")] = 0.0,
+    dehum: Annotated[Optional[str], typer.Option(
+        metavar="|".join(DEHUM_MODES), rich_help_panel=ENHANCE,
+        callback=_one_of(DEHUM_MODES, "dehum mode"),
+        help="Find mains hum or buzz (auto: 50 or 60 Hz) in each file and take out its "
+             "audible harmonics, following their drift, before the method; a file without "
+             "hum passes this step untouched. Files only, not --stream; about 0.1 s a second of "
+             "16 kHz audio on one core. [default: off]")] = None,
     atten_lim: Annotated[Optional[float], typer.Option(
         "--atten-lim", metavar="DB", min=0.0, rich_help_panel=ENHANCE,
         help="The most any time-frequency region is attenuated, so the background gets "
@@ -358,6 +366,7 @@ def denoise(
                       else "resume" if resume else "error"),
             log=None if no_log else str(log) if log else "auto", cluster=cluster,
             segment_s=segment, dry=dry, channels=channels, atten_lim_db=atten_lim,
+            dehum=dehum or "off",
             full_band=not band_limit, audio_track=_audio_track(audio_track),
             audio_only=audio_only,
             finishing=Finishing(loudness_lufs=loudness, true_peak_dbtp=true_peak, preset=preset,

@@ -97,7 +97,7 @@ class View:
                 _json({"input": problem.path, "output": None, "status": "failed",
                        "duration_s": None, "seconds": None, "realtime_factor": None,
                        "error": problem.cause, "clipped_samples": 0, "reason": None,
-                       "warnings": [], "gain_db": None})
+                       "warnings": [], "gain_db": None, "repairs": []})
             else:
                 self.file_error(problem.path, problem.cause)
 
@@ -133,6 +133,8 @@ class View:
         if self.chatty:
             for text in result.warnings:
                 warning(f"{result.input}: {text}")
+            for text in result.repairs:
+                console.print(f"{result.input}: {text}", markup=False)
             if result.clipped_samples:
                 warning(f"{result.output}: {result.clipped_samples} samples clipped at "
                         "full scale")

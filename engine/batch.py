@@ -31,6 +31,7 @@ from typing import BinaryIO, Callable, Iterator
 from denoise.engine import backends, media
 from denoise.engine.audio_io import (STDIO, SUFFIX_FORMATS, AudioInfo, output_format, probe,
                                      spool_stdin)
+from denoise.engine.choices import DEHUM_MODES
 from denoise.engine.discovery import Job, counted
 from denoise.engine.errors import FileError
 from denoise.engine.finishing import Finishing
@@ -51,7 +52,8 @@ class BatchOptions:
     number of worker processes (``None``: as many as the work is worth, up
     to one per core). ``segment_s`` is the length of the chunks long files
     are cut into (``None``: the backend's own choice), ``overlap_s`` their
-    cross-fade.
+    cross-fade. ``dehum``: mains hum (``auto``, ``50`` or ``60`` Hz) looked
+    for in each file and taken out before the method (``off``: not looked for).
     """
 
     method: str = field(default_factory=backends.default_method)
@@ -68,6 +70,7 @@ class BatchOptions:
     channels: str = "each"
     atten_lim_db: float | None = None
     full_band: bool = True
+    dehum: str = "off"
     finishing: Finishing = field(default_factory=Finishing)
     audio_track: int | None = None
     audio_only: bool = False
@@ -80,6 +83,8 @@ class BatchOptions:
                              f"not {self.existing!r}")
         if not 0 <= self.overlap_s < (self.segment_s or float("inf")):
             raise ValueError("need 0 <= overlap_s < segment_s")
+        if self.dehum not in DEHUM_MODES:
+            raise ValueError(f"dehum must be one of {', '.join(DEHUM_MODES)}, not {self.dehum!r}")
         if self.atten_lim_db is not None and self.atten_lim_db < 0:
             raise ValueError(f"atten_lim_db must be >= 0 (0: no limit), got {self.atten_lim_db}")
         # The backend's own checks of its options, now rather than when the
@@ -112,6 +117,8 @@ class BatchOptions:
         if not cls.owns_gain_floor:
             text["attenuation limit"] = f"{self.atten_lim_db:g} dB" if self.atten_lim_db \
                 else "none"
+        text["hum removal"] = {"off": "off", "auto": "50 or 60 Hz, where found"}.get(
+            self.dehum, f"{self.dehum} Hz, where found")
         text["channels"] = self.channels
         text["dry mix"] = f"{self.dry:g}"
         text["output format"] = " ".join(part for part in (self.fmt, self.subtype) if part) \
@@ -132,8 +139,9 @@ class FileResult:
     ``input``), ``reason`` why a file was skipped, ``warnings`` what was
     wrong without stopping it. ``gain_db`` is the loudness gain finishing
     applied (``None`` without a loudness target). ``relative`` is the
-    output's path under the output root. ``report`` is what measuring found,
-    when the batch measures."""
+    output's path under the output root. ``repairs`` says what the repair
+    stages found and did (hum: its frequency and harmonics, or that there
+    was none). ``report`` is what measuring found, when the batch measures."""
 
     input: str
     output: str
@@ -146,6 +154,7 @@ class FileResult:
     warnings: list[str] = field(default_factory=list)
     gain_db: float | None = None
     relative: str = ""
+    repairs: list[str] = field(default_factory=list)
     report: FileReport | None = None
 
     @property

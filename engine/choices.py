@@ -14,6 +14,7 @@ from denoise.engine.backends import REGISTRY
 METHODS = REGISTRY  # name -> where its backend is; the command line checks against it
 CHANNEL_MODES = ("each", "mix", "linked")
 CLIP_MODES = ("limit", "report", "error")
+DEHUM_MODES = ("off", "auto", "50", "60")  # auto: 50 or 60 Hz, whichever is found
 PRETRAINED_MODELS = ("dns48", "dns64", "master64", "valentini_nc")
 
 

@@ -27,10 +27,11 @@ from torch.nn import functional as F
 from denoise.engine import backends
 from denoise.engine.audio_io import file_blocks, read_span
 from denoise.engine.bands import extend_band, limit_attenuation, linked_gains
-from denoise.engine.choices import CHANNEL_MODES
+from denoise.engine.choices import CHANNEL_MODES, DEHUM_MODES
 from denoise.engine.chunking import Chunk
 from denoise.engine.dsp import resample
 from denoise.engine.errors import FileError
+from denoise.engine.hum import Hum, find_hums, remove_hum
 from denoise.engine.level import level_gain_db, speech_levels
 
 # A worker's memory may grow this much over what it held after its first
@@ -51,15 +52,25 @@ _set_up = False
 @dataclass(frozen=True)
 class FileStats:
     """Whole-file statistics of each row a backend is given (each channel,
-    or the mono mix): its standard deviation and its active speech level
-    (dBFS, ``-inf`` where there is no speech)."""
+    or the mono mix): its standard deviation, its active speech level
+    (dBFS, ``-inf`` where there is no speech) and, where hum is looked for,
+    its hum (``None`` for a row without; a mix's hum is every channel's)."""
 
     std: np.ndarray
     speech_dbfs: np.ndarray
+    hums: tuple[Hum | None, ...] = ()
+
+    def span(self, start: int, stop: int) -> FileStats:
+        """What the samples ``[start, stop)`` need of these statistics."""
+        if not any(self.hums):
+            return self
+        return FileStats(self.std, self.speech_dbfs,
+                         tuple(None if hum is None else hum.span(start, stop) for hum in self.hums))
 
 
-def signal_stats(blocks, sample_rate: int, rows: int) -> FileStats:
-    """:class:`FileStats` of a signal given as ``[rows, n]`` blocks."""
+def signal_stats(blocks, sample_rate: int, rows: int, dehum: str = "off") -> FileStats:
+    """:class:`FileStats` of a signal given as ``[rows, n]`` blocks by
+    ``blocks()`` (called again to look for hum unless ``dehum`` is off)."""
     count, total, squares = 0, np.zeros(rows), np.zeros(rows)
 
     def counted(blocks):
@@ -70,9 +81,19 @@ def signal_stats(blocks, sample_rate: int, rows: int) -> FileStats:
             total, squares = total + wide.sum(axis=-1), squares + np.square(wide).sum(axis=-1)
             yield block
 
-    levels = speech_levels(counted(blocks), sample_rate, rows)
+    levels = speech_levels(counted(blocks()), sample_rate, rows)
     variance = (squares - total**2 / max(count, 1)) / max(count - 1, 1)
-    return FileStats(np.sqrt(np.maximum(variance, 0.0)).astype(np.float32), levels)
+    hums = () if dehum == "off" else tuple(find_hums(blocks, sample_rate, rows, dehum))
+    return FileStats(np.sqrt(np.maximum(variance, 0.0)).astype(np.float32), levels, hums)
+
+
+def without_hum(audio: np.ndarray, start: int, stats: FileStats | None) -> np.ndarray:
+    """``[C, T]`` file samples from ``start`` with the hum that ``stats``
+    found taken out (a mono mix's hum out of every channel)."""
+    if stats is None or not any(stats.hums):
+        return audio
+    hums = list(stats.hums) * (audio.shape[0] if len(stats.hums) == 1 else 1)
+    return remove_hum(audio, start, hums)
 
 
 @dataclass(frozen=True)
@@ -140,14 +161,14 @@ def worker_backend(spec: backends.BackendSpec, threads: int,
     return _worker_backends[key]
 
 
-def file_statistics(path: str, info, mix: bool, threads: int) -> tuple[FileStats | None,
-                                                                         str | None]:
+def file_statistics(path: str, info, mix: bool, threads: int,
+                    dehum: str = "off") -> tuple[FileStats | None, str | None]:
     """The pre-pass: :class:`FileStats` of each channel (or of the mono mix)
     over the whole file; or why the file cannot be read."""
     worker_setup(threads)
     try:
-        return signal_stats(file_blocks(Path(path), info, mix), info.sample_rate,
-                            1 if mix else info.channels), None
+        return signal_stats(lambda: file_blocks(Path(path), info, mix), info.sample_rate,
+                            1 if mix else info.channels, dehum), None
     except FileError as error:
         return None, error.cause
 
@@ -164,13 +185,15 @@ class Shaping:
     gain floor of their own). ``dry``: the fraction of the input mixed back.
     ``full_band``: for a backend working at a lower sample_rate than the file, the
     band above its reach is restored (:func:`~engine.bands.extend_band`)
-    rather than left empty.
+    rather than left empty. ``dehum``: mains hum looked for in each file
+    (:mod:`~denoise.engine.hum`) and taken out before anything else.
     """
 
     channels: str = "each"
     atten_lim_db: float | None = None
     dry: float = 0.0
     full_band: bool = True
+    dehum: str = "off"
 
     def __post_init__(self) -> None:
         if self.channels not in CHANNEL_MODES:
@@ -178,6 +201,8 @@ class Shaping:
                              f"not {self.channels!r}")
         if not 0 <= self.dry <= 1:
             raise ValueError(f"dry must be within [0, 1], got {self.dry}")
+        if self.dehum not in DEHUM_MODES:
+            raise ValueError(f"dehum must be one of {', '.join(DEHUM_MODES)}, not {self.dehum!r}")
 
     @property
     def enhances_mix(self) -> bool:
@@ -185,9 +210,10 @@ class Shaping:
 
 
 def enhance_array(audio: np.ndarray, sample_rate: int, method: str | None = None,
-                  dry: float = 0.0, **options) -> np.ndarray:
+                  dry: float = 0.0, dehum: str = "off", **options) -> np.ndarray:
     """Enhance a whole signal held in memory, in one piece, with ``method``
-    (``None``: the default, :func:`~denoise.engine.backends.default_method`).
+    (``None``: the default, :func:`~denoise.engine.backends.default_method`),
+    mains hum taken out first where ``dehum`` is not ``off``.
 
     Shape: ``[T]`` or ``[channels, T]`` -> the same. For files, and for
     signals too long to hold, use :class:`~denoise.engine.batch.Batch`,
@@ -195,7 +221,12 @@ def enhance_array(audio: np.ndarray, sample_rate: int, method: str | None = None
     """
     backend = backends.build(backends.BackendSpec(method or backends.default_method(), options))
     signal = np.asarray(audio, dtype=np.float32)
-    enhanced = enhance_audio(backend, np.atleast_2d(signal), sample_rate, Shaping(dry=dry))
+    rows = np.atleast_2d(signal)
+    stats = None
+    if dehum != "off":
+        stats = signal_stats(lambda: [rows], sample_rate, rows.shape[0], dehum)
+        rows = without_hum(rows, 0, stats)
+    enhanced = enhance_audio(backend, rows, sample_rate, Shaping(dry=dry, dehum=dehum), stats)
     return enhanced.reshape(signal.shape)
 
 
@@ -219,7 +250,7 @@ def enhance_batch(backend: backends.Backend,
                for audio, _, _ in signals]
     rates = [backend.sample_rate or sample_rate for _, sample_rate, _ in signals]
     stats = [stats if stats is not None or not wants_stats(backend)
-             else signal_stats([source], sample_rate, source.shape[0])
+             else signal_stats(lambda source=source: [source], sample_rate, source.shape[0])
              for source, (_, sample_rate, stats) in zip(sources, signals)]
     gains = [_level_gains(backend, row_stats, source.shape[0])
              for source, row_stats in zip(sources, stats)]
@@ -295,8 +326,8 @@ def run_chunks(spec: backends.BackendSpec, threads: int, tasks: list[ChunkTask],
     readable: list[tuple[ChunkTask, np.ndarray]] = []
     for task in tasks:
         try:
-            readable.append((task, read_span(Path(task.path), task.chunk.read_start,
-                                               task.chunk.read_stop)))
+            audio = read_span(Path(task.path), task.chunk.read_start, task.chunk.read_stop)
+            readable.append((task, without_hum(audio, task.chunk.read_start, task.stats)))
         except FileError as error:
             results.append(ChunkResult(task.file_id, task.chunk, None, error.cause, 0.0))
     if readable:

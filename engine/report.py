@@ -124,6 +124,7 @@ class FileReport:
     reference: str | None = None
     plot: str | None = None
     problem: str | None = None  # why measuring or plotting failed, if it did
+    repairs: list[str] = field(default_factory=list)  # what the repair stages found and did
 
     @classmethod
     def of(cls, result, measurements: Measurements | None = None,
@@ -135,7 +136,7 @@ class FileReport:
                    sample_rate=sample_rate, channels=channels, seconds=result.seconds,
                    realtime_factor=result.realtime_factor, metrics=found.metrics,
                    missing=found.missing, reference=found.reference, plot=found.plot,
-                   problem=found.problem)
+                   problem=found.problem, repairs=list(getattr(result, "repairs", [])))
 
     def row(self) -> dict:
         """The flat CSV row: the run's fields, then every metric column."""

@@ -65,10 +65,10 @@ class Run:
         self.spec = options.spec()
         self.backend = backends.build(self.spec)  # cheap: the model loads where it enhances
         self.backend.prepare()
-        self.wants_stats = wants_stats(self.backend)
         self.shaping = Shaping(options.channels,
                                None if self.backend.owns_gain_floor else options.atten_lim_db or None,
-                               options.dry, options.full_band)
+                               options.dry, options.full_band, options.dehum)
+        self.wants_stats = wants_stats(self.backend) or options.dehum != "off"
         self.files = [_File(planned, self._chunks(planned.info)) for planned in batch.files]
         self.per_call = max(1, self.backend.chunks_per_call(self._longest_chunk_s()))
         self.pool, self.threads = self._open_pool()
@@ -193,13 +193,15 @@ class Run:
                     file.statistics = "asked"
                     info = file.planned.info
                     self._submit("statistics", file, file_statistics, str(file.planned.path),
-                                 info, self.shaping.enhances_mix, self.threads)
+                                 info, self.shaping.enhances_mix, self.threads, self.shaping.dehum)
                     return True
                 continue  # its statistics are on their way: look further ahead for work
             while file.submitted < len(file.chunks) and len(group) < self.per_call:
+                chunk = file.chunks[file.submitted]
+                stats = None if file.stats is None else file.stats.span(chunk.read_start,
+                                                                          chunk.read_stop)
                 group.append(ChunkTask(file.planned.file_id, str(file.planned.path),
-                                       file.planned.info.sample_rate,
-                                       file.chunks[file.submitted], file.stats))
+                                       file.planned.info.sample_rate, chunk, stats))
                 file.submitted += 1
             if len(group) == self.per_call:
                 break
@@ -396,12 +398,24 @@ class Run:
         self.files_done += 1
         planned = file.planned
         result = planned.result("done", seconds=file.seconds, clipped_samples=completed.clipped,
-                                gain_db=completed.gain_db)
+                                gain_db=completed.gain_db, repairs=self._repairs(file))
         if self.batch.measure.wanted:
             result.report = FileReport.of(result, completed.measurements, planned.info.sample_rate,
                                           planned.info.channels)
         self.batch.log(planned, result)
         return result
+
+    def _repairs(self, file: _File) -> list[str]:
+        """What the repair stages found in ``file``, in words."""
+        if self.shaping.dehum == "off" or file.stats is None:
+            return []
+        hums = file.stats.hums
+        if not any(hums):
+            return ["no hum found: passed as it was"]
+        if len(hums) == 1:
+            return [hums[0].describe() + ", taken out"]
+        return [f"channel {row + 1}: " + (hum.describe() + ", taken out" if hum else "no hum")
+                for row, hum in enumerate(hums)]
 
     def _fail(self, file: _File, cause: str) -> Iterator:
         if file.error is not None or file.done:
