@@ -78,6 +78,10 @@ class LocalThreads:
         if cancel_futures:
             _stopping.set()
         self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait:
+            # every task has given up: the next run in this process, on any
+            # pool, must not find the flag still set
+            _stopping.clear()
 
 
 class LocalProcesses:

@@ -99,3 +99,9 @@ def test_ctrl_c_stops_a_threaded_completion_at_its_next_block(tmp_path, monkeypa
     assert len(pools) == 1  # the batch ran on threads
     assert list((tmp_path / "out").iterdir()) == []
     assert stopped_after < 2.0  # 10 blocks of 0.5 s if the file were finished first
+    # the next batch in this process, on a pool of any kind, is not stopped
+    monkeypatch.setattr(finishing.Output, "write", write)
+    again = Batch(plan_jobs([str(tmp_path / "in")], str(tmp_path / "again")).jobs,
+                  BatchOptions(method="spectral", jobs=1, log=None,
+                               finishing=Finishing(preset="podcast")))
+    assert [result.status for result in again.run()] == ["done"]
