@@ -172,8 +172,7 @@ def denoise(
         callback=_one_of(DEHUM_MODES, "dehum mode"),
         help="Find mains hum or buzz (auto: 50 or 60 Hz) in each file and take out its "
              "audible harmonics, following their drift, before the method; a file without "
-             "hum passes this step untouched. Files only, not --stream; about 0.1 s a second of "
-             "16 kHz audio on one core. [default: off]")] = None,
+             "hum passes this step untouched. Files only, not --stream. [default: off]")] = None,
     atten_lim: Annotated[Optional[float], typer.Option(
         "--atten-lim", metavar="DB", min=0.0, rich_help_panel=ENHANCE,
         help="The most any time-frequency region is attenuated, so the background gets "

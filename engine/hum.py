@@ -22,21 +22,25 @@ amplitudes ``A_k``. Complex demodulation (the heterodyne method; each
 harmonic shifted to 0 Hz by ``exp(-j k phi)`` and low-passed) measures
 them: averaged over boxes of two mains periods, the other harmonics, at
 whole multiples of the mains frequency from each, cancel. Starting from
-the fundamental found above, a drift makes each ``A_k`` turn at ``k``
-times the frequency error, so the turn of the low harmonics from box to
-box, weighted by inverse variance, is the error; added to ``phi`` it
-locks the model to the drift (a frequency-locked loop, here smoothed
-forwards and backwards over the whole file, so with no lag), and a second
-demodulation with the corrected phase gives every harmonic.
+the fundamental found above (each frame's best, fitted smoothly), a drift
+makes each ``A_k`` turn at ``k`` times the frequency error, so the turn of
+the low harmonics from box to box is the error's rate; a second
+demodulation with the corrected phase gives every harmonic, and their
+phases against their steady phases give what is left of the error. The
+measurements are weighted by inverse variance (the harmonic's steady
+power, the quietest fifth of its magnitude over 10 s, over the power of
+what is not hum: speech, most of all) and fitted with the Whittaker
+smoother (Eilers 2003, "A perfect smoother", Anal. Chem. 75(14)), so
+pauses carry the track through words, with no lag.
 
 **Removal.** Each ``A_k`` is its boxes averaged over ``SMOOTH_S``
-(Gaussian), each box weighted by the inverse of the power that moves
-about it (speech, most of all), so the hum under a word is taken from the
+(Gaussian), each box weighted by the inverse of the power that is not
+hum about it, so the hum under a word is taken from the
 pauses around it and the word stays. Subtracting a low-passed
 demodulation is the adaptive noise canceller with a sinusoidal reference
 of Glover (1977), "Adaptive noise cancelling applied to sinusoidal
 interferences", IEEE Trans. ASSP 25(6): a notch at each tracked harmonic
-whose width the smoothing sets (here about 1 Hz), which follows the
+whose width the smoothing sets (a fraction of a hertz), which follows the
 interference as its reference does. The model is a function of the
 sample's position in the file, so chunks of a long file give exactly what
 the whole file would: there are no seams. Offline only: the detector
@@ -53,15 +57,21 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d, median_filter, uniform_filter1d
+from scipy.linalg import solve_banded
+from scipy.ndimage import gaussian_filter1d, percentile_filter, uniform_filter1d
 
 MAINS_HZ = (50.0, 60.0)
-SEARCH_HZ = 1.0  # a fundamental this far from its mains frequency is still hum
+SEARCH_HZ = 0.5  # a fundamental this far from its mains frequency is still hum
 GRID_HZ = 0.005
 FRAME_S = 1.0  # detection frames
 PAD = 4  # zero-padding of the detection frames: 0.25 Hz bins
 NEIGHBOURHOOD_HZ = 25.0  # the floor a line stands above: the median over +-this
+FLOOR_STEP_HZ = 5.0
 LINE_DB = 6.0  # a harmonic this far above its neighbourhood is audible
+LOW_HARMONICS = 10
+# Mains hum always has one of its first three harmonics; a harmonic series
+# without them is an engine, a drone or a note of music.
+LOWEST_HARMONIC = 3
 SCORE_HARMONICS = 20
 SCORE_FRAMES = 5
 MIN_SCORE = 9.0  # see the module's docstring
@@ -70,9 +80,17 @@ TOP_HZ = 8000.0  # buzz reaches far up; above this speech masks what is left
 TRACK_PERIODS = 2  # demodulation boxes of two mains periods
 TRACK_HARMONICS = 8  # the harmonics whose turn measures the drift
 TRACK_SMOOTH_S = 0.2
-DRIFT_S = 0.2  # the frequency error's smoothing
-SMOOTH_S = 0.25  # the envelopes' Gaussian smoothing (shorter follows the drift closer)
+# The envelopes' Gaussian smoothing: longer takes less of the speech,
+# shorter follows what error the tracker leaves (1 s: bench/repair.py).
+SMOOTH_S = 1.0
 SPREAD_S = 0.1  # the span over which what moves about a harmonic is measured
+QUIET_S = 5.0
+QUIET_PERCENTILE = 20
+FIT_HARMONICS = (8, 20, 10_000)  # the phase fit's passes: the harmonics each takes
+REFERENCE_S = 5.0
+TRACK_STIFFNESS = 5.0 ** 4  # the detection frames' track: a cut-off near 5 s
+RATE_STIFFNESS = 256.0 ** 2  # the frequency error's: a cut-off near 4 s
+FIT_STIFFNESS = 256.0  # in boxes: a cut-off near 1 s where the weights are typical
 GATE_S = 0.25  # the model fades in and out over this where hum starts or ends
 
 
@@ -188,7 +206,20 @@ class _Spectra:
         for frame in _frames(blocks, self.size):
             power = np.abs(np.fft.rfft(frame * self.window, self.length, axis=-1)[:, :self.bins]) ** 2
             db = 10 * np.log10(power + 1e-20)
-            yield db - median_filter(db, size=(1, self.neighbourhood), mode="nearest")
+            yield db - self._floor(db)
+
+    def _floor(self, db: np.ndarray) -> np.ndarray:
+        """The median over each bin's neighbourhood, ``[rows, bins]``: taken
+        every ``FLOOR_STEP_HZ`` and linear between (a median at every bin
+        costs ten times as much and moves the heights by a fraction of a dB)."""
+        half = self.neighbourhood // 2
+        padded = np.pad(db, ((0, 0), (half, half)), mode="edge")
+        step = max(1, round(FLOOR_STEP_HZ * self.bins_per_hz))
+        windows = np.lib.stride_tricks.sliding_window_view(padded, self.neighbourhood, axis=-1)
+        centres = np.arange(0, db.shape[-1], step)
+        medians = np.median(windows[:, centres], axis=-1)
+        bins = np.arange(db.shape[-1])
+        return np.stack([np.interp(bins, centres, row) for row in medians])
 
     def heights(self, standing: np.ndarray, fundamentals: np.ndarray, count: int) -> np.ndarray:
         """How far each of the first ``count`` harmonics of each of
@@ -219,9 +250,13 @@ def _detect(blocks, sample_rate: int, rows: int, candidates) -> list[_Detection 
             present = surface.max(axis=1) > MIN_SCORE
             strength = surface.max(axis=1)[present].sum()
             if present.sum() * FRAME_S >= MIN_PRESENT_S and (best is None or strength > best[0]):
-                fundamental = median_filter(grid[surface.argmax(axis=1)], SCORE_FRAMES,
-                                            mode="nearest")
-                fundamental[~present] = np.median(fundamental[present])
+                # each frame's best, fitted smoothly with the frames' scores
+                # as weights: frames that speech confuses lean on the others
+                peak = grid[surface.argmax(axis=1)]
+                weight = np.where(present, surface.max(axis=1), 0.0)
+                fundamental = peak if len(peak) < 3 else _whittaker(
+                    peak - np.median(peak[present]), _normalised(weight), TRACK_STIFFNESS
+                ) + np.median(peak[present])
                 best = (strength, fundamental, present)
         choice.append(best)
     if all(item is None for item in choice):
@@ -240,11 +275,21 @@ def _detect(blocks, sample_rate: int, rows: int, candidates) -> list[_Detection 
             found.append(None)
             continue
         _, fundamental, present = item
-        # audible in a quarter of the frames with hum: in the pauses, at least
-        median_height = np.percentile(np.array(heights[row])[present], 75, axis=0)
-        harmonics = np.flatnonzero(median_height > LINE_DB) + 1
-        found.append(_Detection(fundamental, harmonics, present) if len(harmonics) else None)
+        harmonics = _audible(np.array(heights[row])[present])
+        found.append(_Detection(fundamental, harmonics, present)
+                     if len(harmonics) and harmonics.min() <= LOWEST_HARMONIC else None)
     return found
+
+
+def _audible(heights: np.ndarray) -> np.ndarray:
+    """The harmonic numbers that stand ``LINE_DB`` above their
+    neighbourhood, from their heights in the frames with hum ``[F, K]``:
+    the first ``LOW_HARMONICS`` in a quarter of the frames (the pauses,
+    at least), the higher ones in half, since among a hundred of them a
+    few stand up in a quarter of the frames by chance."""
+    low = np.percentile(heights[:, :LOW_HARMONICS], 75, axis=0) > LINE_DB
+    high = np.median(heights[:, LOW_HARMONICS:], axis=0) > LINE_DB
+    return np.flatnonzero(np.concatenate([low, high])) + 1
 
 
 def _track(blocks, sample_rate: int, row: int, found: _Detection) -> Hum:
@@ -266,12 +311,12 @@ def _track(blocks, sample_rate: int, row: int, found: _Detection) -> Hum:
     phase = phase + _phase_error(boxes, low, weights, box_s)
     # pass 2: every harmonic, demodulated with the phase that follows the drift
     boxes = _demodulate(_rows(blocks(), row), frame, lambda count: phase[: count + 1], harmonics)
-    error = _phase_error(boxes, harmonics, weights, box_s)
-    phase = phase + error
+    error = _phase_fit(boxes, harmonics, weights, box_s)
     # what is left of the drift is small: it turns each box as a whole
-    boxes = boxes * np.exp(-1j * np.outer(0.5 * (error[1:] + error[:-1]), harmonics))
-    envelopes = _steady(boxes, SMOOTH_S * sample_rate / frame, SPREAD_S * sample_rate / frame,
-                        weights)
+    boxes = boxes * np.exp(-1j * np.outer(error, harmonics))
+    padded = np.concatenate([error[:1], error, error[-1:]])
+    phase = phase + 0.5 * (padded[:-1] + padded[1:])
+    envelopes = _steady(boxes, SMOOTH_S / box_s, SPREAD_S / box_s, box_s, weights)
     # no model where there is no hum, and a short ramp at its edges
     gate = gaussian_filter1d(weights, GATE_S * sample_rate / frame, mode="constant", truncate=2.0)
     envelopes = envelopes * gate[:, None]
@@ -331,37 +376,120 @@ def _phase_error(boxes: np.ndarray, harmonics: np.ndarray, weights: np.ndarray,
 
     Each harmonic's turn, divided by ``k``, estimates the error's rate; the
     estimates are weighted by their inverse variance (``k`` squared times
-    the harmonic's power over the power of what moves around it, speech
-    above all), and the rate is smoothed over ``DRIFT_S`` with the same
+    the harmonic's steady power over the power of what is not hum, speech
+    above all), and fitted with a Whittaker smoother with the same
     weights, so that pauses carry the track through words."""
     sigma = TRACK_SMOOTH_S / box_s
     smooth = _smooth(boxes, sigma)
-    spread = gaussian_filter1d(np.abs(boxes - smooth) ** 2, sigma, axis=0) + 1e-30
+    hum, interference = _hum_and_interference(boxes, smooth, sigma, box_s)
     turn = smooth[1:] * np.conj(smooth[:-1])
-    confidence = (harmonics**2 * np.abs(turn) / np.sqrt(spread[1:] * spread[:-1]))
+    confidence = harmonics**2 * hum**2 / interference
+    confidence = np.minimum(confidence[1:], confidence[:-1])
     confidence = confidence * np.minimum(weights[1:], weights[:-1])[:, None]
     total = confidence.sum(axis=1)
-    rate = (np.angle(turn) / harmonics * confidence).sum(axis=1)
-    drift = DRIFT_S / box_s
-    rate = gaussian_filter1d(rate, drift) / np.maximum(gaussian_filter1d(total, drift), 1e-30)
+    measured = (np.angle(turn) / harmonics * confidence).sum(axis=1) / np.maximum(total, 1e-30)
+    rate = _whittaker(measured, _normalised(total), RATE_STIFFNESS)
     error = np.concatenate([[0.0], np.cumsum(rate)])
     # the turn between box centres belongs to the edge between them
     return np.concatenate([error[:1], 0.5 * (error[1:] + error[:-1]), error[-1:]])
 
 
-def _steady(boxes: np.ndarray, sigma: float, spread_sigma: float,
+def _hum_and_interference(boxes: np.ndarray, smooth: np.ndarray, sigma: float,
+                          box_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each harmonic's steady magnitude (the quietest fifth of its smoothed
+    magnitude over ``QUIET_S`` around each box: hum does not come and go,
+    speech does) and the power of what is not hum at each box: what
+    moves from box to box, and how far the smoothed magnitude stands above
+    the steady one. Both ``[B, K]``."""
+    spread = gaussian_filter1d(np.abs(boxes - smooth) ** 2, sigma, axis=0)
+    magnitude = np.abs(smooth)
+    span = max(1, round(QUIET_S / box_s))
+    step = max(1, span // 8)
+    coarse = percentile_filter(magnitude[::step], QUIET_PERCENTILE,
+                               size=(max(1, 2 * span // step + 1), 1), mode="nearest")
+    positions = np.arange(len(boxes))
+    hum = np.stack([np.interp(positions, positions[::step], column) for column in coarse.T], axis=1)
+    excess = np.maximum(magnitude - hum, 0.0) ** 2
+    return hum, spread + excess + 1e-30
+
+
+def _steady(boxes: np.ndarray, sigma: float, spread_sigma: float, box_s: float,
             present: np.ndarray | None = None) -> np.ndarray:
     """Each harmonic's envelope, ``[B, K]``: its boxes averaged over
-    ``sigma`` (Gaussian), each box weighted by the inverse of the power
-    that moves about it over ``spread_sigma`` (speech, most of all), so that
+    ``sigma`` boxes (Gaussian), each box weighted by the inverse of the power
+    that is not hum about it (:func:`_hum_and_interference`), so that
     the hum under a word is taken from the pauses around it rather than
     from the word, and the word is left in place."""
-    weights = 1.0 / (gaussian_filter1d(np.abs(boxes - _smooth(boxes, spread_sigma)) ** 2,
-                                       spread_sigma, axis=0) + 1e-30)
+    weights = 1.0 / _hum_and_interference(boxes, _smooth(boxes, spread_sigma), spread_sigma,
+                                          box_s)[1]
     if present is not None:
         weights = weights * present[:, None]
     return _smooth(boxes * weights, sigma) / np.maximum(gaussian_filter1d(weights, sigma, axis=0),
                                                         1e-30)
+
+
+def _phase_fit(boxes: np.ndarray, harmonics: np.ndarray, weights: np.ndarray,
+               box_s: float) -> np.ndarray:
+    """What is left of the fundamental's phase error at each box centre,
+    ``[B]``, once the frequency-locked loop has followed the drift.
+
+    Each harmonic's phase over ``TRACK_SMOOTH_S`` against its steady phase
+    over ``REFERENCE_S``, divided by ``k``, is a measurement of the error;
+    they are combined with inverse-variance weights (``k`` squared times
+    the harmonic's steady power over what is not hum) and fitted with a
+    Whittaker smoother (a second-difference penalty: where speech leaves no
+    measurement, the fit runs smoothly through from the pauses). Rather
+    than integrating a rate, as the loop does, it measures the phase
+    itself, so its error does not wander. Higher harmonics join as the
+    error shrinks below what would wrap their phase."""
+    error = np.zeros(len(boxes))
+    sigma = TRACK_SMOOTH_S / box_s
+    for highest in FIT_HARMONICS:
+        rotated = boxes * np.exp(-1j * np.outer(error, harmonics))
+        short = _smooth(rotated, sigma)
+        hum, interference = _hum_and_interference(rotated, short, sigma, box_s)
+        reference = _steady(rotated, REFERENCE_S / box_s, sigma, box_s, weights)
+        deviation = np.angle(short * np.conj(reference)) / harmonics
+        confidence = (harmonics**2 * hum**2 / interference * weights[:, None]
+                      * (harmonics <= highest))
+        total = confidence.sum(axis=1)
+        measured = (deviation * confidence).sum(axis=1) / np.maximum(total, 1e-30)
+        error = error + _whittaker(measured, _normalised(total), FIT_STIFFNESS)
+    return error
+
+
+def _normalised(weights: np.ndarray) -> np.ndarray:
+    """``weights`` over their median where they are not zero, so that a
+    smoother's stiffness means the same whatever the hum's level."""
+    positive = weights[weights > 0]
+    return weights / np.median(positive) if len(positive) else weights
+
+
+def _whittaker(values: np.ndarray, weights: np.ndarray, stiffness: float) -> np.ndarray:
+    """The smooth ``z`` minimising ``sum w (v - z)^2 + stiffness * sum (D2 z)^2``
+    (Eilers 2003, "A perfect smoother", Anal. Chem. 75(14))."""
+    count = len(values)
+    if count < 3 or not weights.any():
+        return np.zeros(count)
+    # the normal equations' matrix, stiffness * D2'D2 + diag(w), is
+    # symmetric with two bands each side
+    bands = np.zeros((5, count))
+    main = np.zeros(count)
+    off1 = np.zeros(count - 1)
+    off2 = np.zeros(count - 2)
+    rows = count - 2
+    coefficients = np.array([1.0, -2.0, 1.0])
+    for a in range(3):
+        main[a: a + rows] += coefficients[a] ** 2
+    for a in range(2):
+        off1[a: a + rows] += coefficients[a] * coefficients[a + 1]
+    off2[:rows] += coefficients[0] * coefficients[2]
+    bands[2] = stiffness * main + weights
+    bands[1, 1:] = stiffness * off1
+    bands[3, :-1] = stiffness * off1
+    bands[0, 2:] = stiffness * off2
+    bands[4, :-2] = stiffness * off2
+    return solve_banded((2, 2), bands, weights * values)
 
 
 def _smooth(values: np.ndarray, sigma: float) -> np.ndarray:
