@@ -173,6 +173,12 @@ def denoise(
         help="Find mains hum or buzz (auto: 50 or 60 Hz) in each file and take out its "
              "audible harmonics, following their drift, before the method; a file without "
              "hum passes this step untouched. Files only, not --stream. [default: off]")] = None,
+    dereverb: Annotated[float, typer.Option(
+        metavar="STRENGTH", min=0.0, max=1.0, rich_help_panel=ENHANCE,
+        help="Take out late room reverberation (WPE) before the method, 0 to 1: for a "
+             "bare room or a microphone at arm's length; dry recordings pass nearly "
+             "unchanged. Files only, not --stream; about 0.1 s a second of 16 kHz audio, "
+             "0.3 s at 48 kHz, on one core. [default: 0]")] = 0.0,
     atten_lim: Annotated[Optional[float], typer.Option(
         "--atten-lim", metavar="DB", min=0.0, rich_help_panel=ENHANCE,
         help="The most any time-frequency region is attenuated, so the background gets "
@@ -365,7 +371,7 @@ def denoise(
                       else "resume" if resume else "error"),
             log=None if no_log else str(log) if log else "auto", cluster=cluster,
             segment_s=segment, dry=dry, channels=channels, atten_lim_db=atten_lim,
-            dehum=dehum or "off",
+            dehum=dehum or "off", dereverb=dereverb,
             full_band=not band_limit, audio_track=_audio_track(audio_track),
             audio_only=audio_only,
             finishing=Finishing(loudness_lufs=loudness, true_peak_dbtp=true_peak, preset=preset,

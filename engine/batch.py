@@ -53,7 +53,9 @@ class BatchOptions:
     to one per core). ``segment_s`` is the length of the chunks long files
     are cut into (``None``: the backend's own choice), ``overlap_s`` their
     cross-fade. ``dehum``: mains hum (``auto``, ``50`` or ``60`` Hz) looked
-    for in each file and taken out before the method (``off``: not looked for).
+    for in each file and taken out before the method (``off``: not looked for);
+    ``dereverb``: how much of the late reverberation (0 to 1) is taken out
+    after that, before the method.
     """
 
     method: str = field(default_factory=backends.default_method)
@@ -71,6 +73,7 @@ class BatchOptions:
     atten_lim_db: float | None = None
     full_band: bool = True
     dehum: str = "off"
+    dereverb: float = 0.0
     finishing: Finishing = field(default_factory=Finishing)
     audio_track: int | None = None
     audio_only: bool = False
@@ -85,6 +88,8 @@ class BatchOptions:
             raise ValueError("need 0 <= overlap_s < segment_s")
         if self.dehum not in DEHUM_MODES:
             raise ValueError(f"dehum must be one of {', '.join(DEHUM_MODES)}, not {self.dehum!r}")
+        if not 0 <= self.dereverb <= 1:
+            raise ValueError(f"dereverb must be within [0, 1], got {self.dereverb}")
         if self.atten_lim_db is not None and self.atten_lim_db < 0:
             raise ValueError(f"atten_lim_db must be >= 0 (0: no limit), got {self.atten_lim_db}")
         # The backend's own checks of its options, now rather than when the
@@ -119,6 +124,8 @@ class BatchOptions:
                 else "none"
         text["hum removal"] = {"off": "off", "auto": "50 or 60 Hz, where found"}.get(
             self.dehum, f"{self.dehum} Hz, where found")
+        text["dereverberation"] = (f"WPE, strength {self.dereverb:g}" if self.dereverb
+                                   else "off")
         text["channels"] = self.channels
         text["dry mix"] = f"{self.dry:g}"
         text["output format"] = " ".join(part for part in (self.fmt, self.subtype) if part) \

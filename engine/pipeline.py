@@ -29,6 +29,7 @@ from denoise.engine.audio_io import file_blocks, read_span
 from denoise.engine.bands import extend_band, limit_attenuation, linked_gains
 from denoise.engine.choices import CHANNEL_MODES, DEHUM_MODES
 from denoise.engine.chunking import Chunk
+from denoise.engine.dereverb import dereverb
 from denoise.engine.dsp import resample
 from denoise.engine.errors import FileError
 from denoise.engine.hum import Hum, find_hums, remove_hum
@@ -186,7 +187,9 @@ class Shaping:
     ``full_band``: for a backend working at a lower sample_rate than the file, the
     band above its reach is restored (:func:`~engine.bands.extend_band`)
     rather than left empty. ``dehum``: mains hum looked for in each file
-    (:mod:`~denoise.engine.hum`) and taken out before anything else.
+    (:mod:`~denoise.engine.hum`) and taken out before anything else;
+    ``dereverb``: then this much of the late reverberation taken out
+    (:mod:`~denoise.engine.dereverb`, 0 to 1).
     """
 
     channels: str = "each"
@@ -194,6 +197,7 @@ class Shaping:
     dry: float = 0.0
     full_band: bool = True
     dehum: str = "off"
+    dereverb: float = 0.0
 
     def __post_init__(self) -> None:
         if self.channels not in CHANNEL_MODES:
@@ -203,6 +207,8 @@ class Shaping:
             raise ValueError(f"dry must be within [0, 1], got {self.dry}")
         if self.dehum not in DEHUM_MODES:
             raise ValueError(f"dehum must be one of {', '.join(DEHUM_MODES)}, not {self.dehum!r}")
+        if not 0 <= self.dereverb <= 1:
+            raise ValueError(f"dereverb must be within [0, 1], got {self.dereverb}")
 
     @property
     def enhances_mix(self) -> bool:
@@ -210,10 +216,12 @@ class Shaping:
 
 
 def enhance_array(audio: np.ndarray, sample_rate: int, method: str | None = None,
-                  dry: float = 0.0, dehum: str = "off", **options) -> np.ndarray:
+                  dry: float = 0.0, dehum: str = "off", dereverb: float = 0.0,
+                  **options) -> np.ndarray:
     """Enhance a whole signal held in memory, in one piece, with ``method``
     (``None``: the default, :func:`~denoise.engine.backends.default_method`),
-    mains hum taken out first where ``dehum`` is not ``off``.
+    mains hum taken out first where ``dehum`` is not ``off``, then
+    ``dereverb`` of the late reverberation.
 
     Shape: ``[T]`` or ``[channels, T]`` -> the same. For files, and for
     signals too long to hold, use :class:`~denoise.engine.batch.Batch`,
@@ -226,7 +234,9 @@ def enhance_array(audio: np.ndarray, sample_rate: int, method: str | None = None
     if dehum != "off":
         stats = signal_stats(lambda: [rows], sample_rate, rows.shape[0], dehum)
         rows = without_hum(rows, 0, stats)
-    enhanced = enhance_audio(backend, rows, sample_rate, Shaping(dry=dry, dehum=dehum), stats)
+    rows = _dereverbed(rows, sample_rate, dereverb)
+    enhanced = enhance_audio(backend, rows, sample_rate,
+                             Shaping(dry=dry, dehum=dehum, dereverb=dereverb), stats)
     return enhanced.reshape(signal.shape)
 
 
@@ -273,6 +283,10 @@ def enhance_batch(backend: backends.Backend,
                        shaping)
                 for (audio, sample_rate, _), source, out, to_rate
                 in zip(signals, sources, enhanced, rates)]
+
+
+def _dereverbed(audio: np.ndarray, sample_rate: int, strength: float) -> np.ndarray:
+    return dereverb(audio, sample_rate, strength) if strength else audio
 
 
 def wants_stats(backend: backends.Backend) -> bool:
@@ -327,7 +341,8 @@ def run_chunks(spec: backends.BackendSpec, threads: int, tasks: list[ChunkTask],
     for task in tasks:
         try:
             audio = read_span(Path(task.path), task.chunk.read_start, task.chunk.read_stop)
-            readable.append((task, without_hum(audio, task.chunk.read_start, task.stats)))
+            audio = without_hum(audio, task.chunk.read_start, task.stats)
+            readable.append((task, _dereverbed(audio, task.sample_rate, shaping.dereverb)))
         except FileError as error:
             results.append(ChunkResult(task.file_id, task.chunk, None, error.cause, 0.0))
     if readable:

@@ -67,7 +67,7 @@ class Run:
         self.backend.prepare()
         self.shaping = Shaping(options.channels,
                                None if self.backend.owns_gain_floor else options.atten_lim_db or None,
-                               options.dry, options.full_band, options.dehum)
+                               options.dry, options.full_band, options.dehum, options.dereverb)
         self.wants_stats = wants_stats(self.backend) or options.dehum != "off"
         self.files = [_File(planned, self._chunks(planned.info)) for planned in batch.files]
         self.per_call = max(1, self.backend.chunks_per_call(self._longest_chunk_s()))
