@@ -57,8 +57,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import solve_banded
+from scipy import sparse
 from scipy.ndimage import gaussian_filter1d, percentile_filter, uniform_filter1d
+from scipy.sparse.linalg import spsolve
 
 MAINS_HZ = (50.0, 60.0)
 SEARCH_HZ = 0.5  # a fundamental this far from its mains frequency is still hum
@@ -108,7 +109,6 @@ class Hum:
     phase: np.ndarray  # [F + 1] float64, radians
     envelopes: np.ndarray  # [F + 1, K] complex64
     fundamental_hz: float
-    levels_db: np.ndarray  # [K] each harmonic's level, dBFS (its peak amplitude)
     present_s: float
 
     def describe(self) -> str:
@@ -124,7 +124,7 @@ class Hum:
         last = max(last, first)
         return Hum(self.sample_rate, self.frame, self.start + first * self.frame, self.harmonics,
                    self.phase[first: last + 1], self.envelopes[first: last + 1],
-                   self.fundamental_hz, self.levels_db, self.present_s)
+                   self.fundamental_hz, self.present_s)
 
     def waveform(self, start: int, stop: int) -> np.ndarray:
         """The hum at file samples ``[start, stop)``, float64 (zeros where
@@ -324,9 +324,8 @@ def _track(blocks, sample_rate: int, row: int, found: _Detection) -> Hum:
     # edges: the mean of the two boxes beside each point
     padded = np.concatenate([envelopes[:1], envelopes, envelopes[-1:]])
     at_points = 0.5 * (padded[:-1] + padded[1:])
-    levels = 20 * np.log10(2 * np.abs(envelopes[weights > 0.5]).mean(axis=0) + 1e-12)
     return Hum(sample_rate, frame, 0, harmonics.astype(np.int64), phase,
-               at_points.astype(np.complex64), fundamental, levels,
+               at_points.astype(np.complex64), fundamental,
                float(present.sum() * FRAME_S))
 
 
@@ -471,25 +470,9 @@ def _whittaker(values: np.ndarray, weights: np.ndarray, stiffness: float) -> np.
     count = len(values)
     if count < 3 or not weights.any():
         return np.zeros(count)
-    # the normal equations' matrix, stiffness * D2'D2 + diag(w), is
-    # symmetric with two bands each side
-    bands = np.zeros((5, count))
-    main = np.zeros(count)
-    off1 = np.zeros(count - 1)
-    off2 = np.zeros(count - 2)
-    rows = count - 2
-    coefficients = np.array([1.0, -2.0, 1.0])
-    for a in range(3):
-        main[a: a + rows] += coefficients[a] ** 2
-    for a in range(2):
-        off1[a: a + rows] += coefficients[a] * coefficients[a + 1]
-    off2[:rows] += coefficients[0] * coefficients[2]
-    bands[2] = stiffness * main + weights
-    bands[1, 1:] = stiffness * off1
-    bands[3, :-1] = stiffness * off1
-    bands[0, 2:] = stiffness * off2
-    bands[4, :-2] = stiffness * off2
-    return solve_banded((2, 2), bands, weights * values)
+    second = sparse.diags([1.0, -2.0, 1.0], [0, 1, 2], shape=(count - 2, count))
+    system = (stiffness * (second.T @ second) + sparse.diags(weights)).tocsc()
+    return spsolve(system, weights * values)
 
 
 def _smooth(values: np.ndarray, sigma: float) -> np.ndarray:
