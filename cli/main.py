@@ -172,7 +172,8 @@ def denoise(
         callback=_one_of(DEHUM_MODES, "dehum mode"),
         help="Find mains hum or buzz (auto: 50 or 60 Hz) in each file and take out its "
              "audible harmonics, following their drift, before the method; a file without "
-             "hum passes this step untouched. Files only, not --stream. [default: off]")] = None,
+             "hum passes this step untouched. Files only, not --stream. [default: off; auto with "
+             "--preset podcast]")] = None,
     dereverb: Annotated[float, typer.Option(
         metavar="STRENGTH", min=0.0, max=1.0, rich_help_panel=ENHANCE,
         help="Take out late room reverberation (WPE) before the method, 0 to 1: for a "
@@ -225,8 +226,8 @@ def denoise(
              "more; streams always use the runtime. [default: onnx]")] = None,
     preset: Annotated[Optional[str], typer.Option(
         metavar="|".join(PRESETS), rich_help_panel=FINISH, callback=_one_of(PRESETS, "preset"),
-        help="podcast: -16 LUFS (mono -19), -1 dBTP; broadcast (EBU R128): -23 LUFS, "
-             "-1 dBTP. --loudness and --true-peak override its parts.")] = None,
+        help="podcast: -16 LUFS (mono -19), -1 dBTP, --dehum auto; broadcast (EBU R128): "
+             "-23 LUFS, -1 dBTP. --loudness, --true-peak and --dehum override its parts.")] = None,
     loudness: Annotated[Optional[float], typer.Option(
         metavar="LUFS", max=0.0, rich_help_panel=FINISH,
         help="Normalise each output's integrated loudness (ITU-R BS.1770) to LUFS.")] = None,
@@ -371,7 +372,7 @@ def denoise(
                       else "resume" if resume else "error"),
             log=None if no_log else str(log) if log else "auto", cluster=cluster,
             segment_s=segment, dry=dry, channels=channels, atten_lim_db=atten_lim,
-            dehum=dehum or "off", dereverb=dereverb,
+            dehum=dehum or (PRESETS[preset].dehum if preset else "off"), dereverb=dereverb,
             full_band=not band_limit, audio_track=_audio_track(audio_track),
             audio_only=audio_only,
             finishing=Finishing(loudness_lufs=loudness, true_peak_dbtp=true_peak, preset=preset,

@@ -20,17 +20,21 @@ PRETRAINED_MODELS = ("dns48", "dns64", "master64", "valentini_nc")
 
 @dataclass(frozen=True)
 class Preset:
-    """A publishing target: loudness for stereo and for mono files, and the
-    true-peak ceiling."""
+    """A publishing target: loudness for stereo and for mono files, the
+    true-peak ceiling, and the repairs it asks for (``dehum``: a
+    :data:`DEHUM_MODES` value)."""
 
     stereo_lufs: float
     mono_lufs: float
     true_peak_dbtp: float
+    dehum: str = "off"
 
 
 # Podcasts: -16 LUFS stereo / -19 mono, -1 dBTP (AES TD1004, Apple and
 # Spotify's podcast guidance); broadcast: EBU R128, -23 LUFS, -1 dBTP.
+# Podcasts are recorded in rooms with laptops and mixers on the mains:
+# hum is looked for.
 PRESETS = {
-    "podcast": Preset(-16.0, -19.0, -1.0),
+    "podcast": Preset(-16.0, -19.0, -1.0, dehum="auto"),
     "broadcast": Preset(-23.0, -23.0, -1.0),
 }

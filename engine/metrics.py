@@ -3,7 +3,7 @@ reference, PESQ, STOI, ESTOI and SI-SDR.
 
 Levels are accumulated block by block (:class:`LevelMeter`), so a file is
 measured while it is read or written for another reason, and a 2-hour file
-costs a few MB. A value that cannot be computed is ``None`` with a reason in
+costs a few MB (20 more for the envelopes of :mod:`denoise.engine.decay`). A value that cannot be computed is ``None`` with a reason in
 ``missing[name]``, never a made-up number.
 
 The reference scores are the one implementation the engine, the tests and
@@ -22,6 +22,7 @@ from functools import lru_cache
 import numpy as np
 import soundfile as sf
 
+from denoise.engine.decay import DecayMeter
 from denoise.engine.dsp import FULL_SCALE, power_db, resample
 
 BLOCK_S = 30.0
@@ -32,7 +33,7 @@ SILENCE_DBFS = -120.0
 SINE_CREST_DB = 3.0103  # a full-scale sine's RMS reads 0 dBFS (AES17)
 GATE_S = 0.4  # BS.1770 gating block
 STEP_S = 0.1  # and its step (75 % overlap)
-LEVEL_NAMES = ("peak_dbfs", "rms_dbfs", "loudness_lufs", "noise_floor_dbfs", "snr_db")
+LEVEL_NAMES = ("peak_dbfs", "rms_dbfs", "loudness_lufs", "noise_floor_dbfs", "snr_db", "decay_s")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Levels:
     loudness_lufs: float | None = None
     noise_floor_dbfs: float | None = None
     snr_db: float | None = None
+    decay_s: float | None = None  # how fast speech dies away: denoise.engine.decay
     missing: dict[str, str] = field(default_factory=dict)
 
 
@@ -123,6 +125,7 @@ class LevelMeter:
         self.peak, self.total_power, self.clipped = 0.0, 0.0, 0
         self.frame_power = FrameSums(self.frame, 1)
         self.loudness = LoudnessMeter(sample_rate, channels)
+        self.decay = DecayMeter(sample_rate)
 
     def add(self, block: np.ndarray) -> None:
         """The next ``[T, C]`` samples."""
@@ -134,6 +137,7 @@ class LevelMeter:
         self.total_power += float(power.sum(dtype=np.float64))
         self.frame_power.add(power[None])
         self.loudness.add(block)
+        self.decay.add(block)
 
     def levels(self) -> Levels:
         levels = Levels(clipped=self.clipped)
@@ -147,6 +151,9 @@ class LevelMeter:
         levels.loudness_lufs, reason = self.loudness.loudness()
         if reason:
             levels.missing["loudness_lufs"] = reason
+        levels.decay_s, reason = self.decay.decay_s()
+        if reason:
+            levels.missing["decay_s"] = reason
         return levels
 
 

@@ -33,7 +33,7 @@ from denoise.engine.metrics import REFERENCE_METRICS, LevelMeter, reference_scor
 from denoise.engine.plots import PlotData, PlotMeter, plot_file
 
 LEVEL_FIELDS = ("peak_dbfs", "rms_dbfs", "clipped", "loudness_lufs", "noise_floor_dbfs",
-                "snr_db")
+                "snr_db", "decay_s")
 CSV_FIRST = ("input", "output", "status", "error", "duration_s", "sample_rate", "channels",
              "seconds", "realtime_factor")
 SCHEMA_VERSION = 1
@@ -364,7 +364,7 @@ def _csv_text(reports: list[FileReport], columns: list[str]) -> str:
 HEADINGS = {
     "duration_s": "duration s", "realtime_factor": "RTF", "peak_dbfs": "peak dBFS",
     "rms_dbfs": "RMS dBFS", "clipped": "clipped", "loudness_lufs": "loudness LUFS",
-    "noise_floor_dbfs": "noise floor dBFS", "snr_db": "SNR dB",
+    "noise_floor_dbfs": "noise floor dBFS", "snr_db": "SNR dB", "decay_s": "decay s",
     "noise_reduction_db": "noise reduction dB", "loudness_gain_db": "loudness gain dB",
     "pesq": "PESQ", "stoi": "STOI",
     "estoi": "ESTOI", "si_sdr": "SI-SDR dB", "dnsmos_sig": "DNSMOS SIG",
@@ -477,6 +477,7 @@ def _html(folder: Path, reports: list[FileReport], columns: list[str], summary: 
         parts = [f'<section class="file" id="f{index}"><h2>{html.escape(report.input)}</h2>']
         if report.error:
             parts.append(f"<p>failed: {html.escape(report.error)}</p>")
+        parts += [f'<p class="repair">{html.escape(text)}</p>' for text in report.repairs]
         if report.status == "done":
             parts.append(f'<p>before <audio controls preload="none" '
                          f'src="{_link(folder, report.input)}"></audio>'

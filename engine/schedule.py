@@ -406,16 +406,20 @@ class Run:
         return result
 
     def _repairs(self, file: _File) -> list[str]:
-        """What the repair stages found in ``file``, in words."""
-        if self.shaping.dehum == "off" or file.stats is None:
-            return []
-        hums = file.stats.hums
-        if not any(hums):
-            return ["no hum found: passed as it was"]
-        if len(hums) == 1:
-            return [hums[0].describe() + ", taken out"]
-        return [f"channel {row + 1}: " + (hum.describe() + ", taken out" if hum else "no hum")
-                for row, hum in enumerate(hums)]
+        """What the repair stages found in ``file`` and did, in words."""
+        lines = []
+        hums = file.stats.hums if self.shaping.dehum != "off" and file.stats is not None else None
+        if hums is not None and not any(hums):
+            lines.append("no hum found: passed as it was")
+        elif hums is not None and len(hums) == 1:
+            lines.append(hums[0].describe() + ", taken out")
+        elif hums is not None:
+            lines += [f"channel {row + 1}: " + (hum.describe() + ", taken out" if hum else "no hum")
+                      for row, hum in enumerate(hums)]
+        if self.shaping.dereverb:
+            lines.append(f"late reverberation taken out (WPE, strength {self.shaping.dereverb:g}); "
+                         "the report's decay s says how fast speech now dies away")
+        return lines
 
     def _fail(self, file: _File, cause: str) -> Iterator:
         if file.error is not None or file.done:

@@ -4,8 +4,11 @@ dry speech, and nothing at strength 0."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import soundfile as sf
 
 from bench.repair import RATE, clean_speech, in_room
 from denoise.engine import enhance_array
@@ -41,3 +44,16 @@ def test_dereverb_is_refused_with_a_stream_and_out_of_range(cli):
     result = cli("--stream", "-", "-o", "-", "--dereverb", "1")
     assert result.exit_code == 2 and "--dereverb" in result.output
     assert cli("in.wav", "-o", "out.wav", "--dereverb", "2").exit_code == 2
+
+
+def test_the_report_says_what_was_done_and_speech_dies_away_faster(dry, tmp_path, cli):
+    wet, _ = in_room(dry, 0.6)
+    sf.write(tmp_path / "room.wav", wet, RATE, subtype="FLOAT")
+    result = cli(tmp_path / "room.wav", "-o", tmp_path / "out.wav", "--method", "spectral",
+                 "--strength", "0", "--dereverb", "1", "--report", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "report" / "report.json").read_text())["files"][0]
+    assert any("strength 1" in line for line in record["repairs"])
+    # the decay of the speech's envelope: about 0.6 s in this room, 0.5 s after
+    assert 0.5 < record["metrics"]["decay_s_in"] < 0.8
+    assert record["metrics"]["decay_s_out"] < record["metrics"]["decay_s_in"] - 0.07

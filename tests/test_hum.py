@@ -33,6 +33,17 @@ def test_speech_without_hum_is_found_to_have_none_and_passes_bit_for_bit(clean):
     assert np.array_equal(out, clean)
 
 
+@pytest.mark.parametrize("name", ["freesound_noise__IBM_MAX-Audio-Classifier/piano.wav",
+                                  "freesound_noise__IBM_MAX-Audio-Classifier/jazz_guitar.wav",
+                                  "librosa_data/Hungarian_Dance_number_5_-_Allegro_in_F_sharp"
+                                  "_minor_(string_orchestra).hq.ogg"])
+def test_music_whose_notes_meet_mains_harmonics_is_not_taken_for_hum(bench_data, name):
+    # the piano's F4 is 7 x 49.9 Hz, the orchestra's G1 49.5 Hz: both were once
+    music, rate = sf.read(bench_data / name, dtype="float32", always_2d=True, frames=30 * 44100)
+    music = music.T
+    assert find_hums(lambda: [music], rate, music.shape[0]) == [None] * music.shape[0]
+
+
 @pytest.mark.parametrize("mains_hz", [50.0, 60.0])
 def test_a_drifting_hum_is_found_and_each_audible_harmonic_comes_down(clean, mains_hz):
     noisy, hum, phase = with_hum(clean, -25.0, mains_hz, 8)
@@ -79,9 +90,22 @@ def test_chunks_of_a_file_give_what_the_whole_file_gives(clean, tmp_path, cli):
     assert np.max(np.abs(chunked - whole)) < 1e-6
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["repairs"] and record["repairs"][0].startswith("hum at 60.")
+    lower_db = float(record["repairs"][0].split(" dB lower in the pauses")[0].rsplit(" ", 1)[1])
+    assert lower_db > 15, record["repairs"]
 
 
 def test_dehum_is_refused_with_a_stream(cli):
     result = cli("--stream", "-", "-o", "-", "--dehum", "auto")
     assert result.exit_code == 2
     assert "--dehum" in result.output
+
+
+def test_the_podcast_preset_looks_for_hum_and_dehum_off_overrides_it(clean, tmp_path, cli):
+    noisy, _, _ = with_hum(clean, -25.0, 50.0, 8)
+    sf.write(tmp_path / "talk.wav", noisy, RATE, subtype="FLOAT")
+    for extra, expected in (((), "hum at 50."), (("--dehum", "off"), None)):
+        result = cli(tmp_path / "talk.wav", "-o", tmp_path / "out.wav", "--overwrite",
+                     "--method", "spectral", "--preset", "podcast", "--json", *extra)
+        assert result.exit_code == 0, result.output
+        repairs = json.loads(result.stdout.strip().splitlines()[-1])["repairs"]
+        assert (repairs[0].startswith(expected) if expected else repairs == []), repairs
