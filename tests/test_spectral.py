@@ -71,3 +71,15 @@ def test_speech_under_real_babble_keeps_its_intelligibility_and_pauses_their_flo
     out = enhance_array(noisy, rate, method="spectral")
     assert stoi_score(clean, out, rate) > stoi_score(clean, noisy, rate) - 0.005
     assert pause_change_db(clean, noisy, out, rate) < -8.5
+
+
+def test_digital_silence_before_the_sound_gives_silence_then_a_denoised_sound():
+    # Seconds of exact zeros (a recorder's pre-roll) once brought the noise
+    # estimate to zero, and every sample after them came out NaN.
+    rng = np.random.default_rng(0)
+    signal = np.concatenate([np.zeros(5 * 16000, np.float32),
+                             0.05 * rng.standard_normal(5 * 16000).astype(np.float32)])
+    out = enhance_array(signal, 16000, method="spectral")
+    assert np.isfinite(out).all()
+    assert np.abs(out[: 5 * 16000]).max() < 1e-6
+    assert 0 < np.sqrt(np.mean(out[6 * 16000:] ** 2)) < 0.05

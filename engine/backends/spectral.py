@@ -66,6 +66,9 @@ GAIN_SPP_PRIOR_SNR = 10 ** (5 / 10)
 # weak speech and cost ~0.01 STOI; 0.92 keeps most of its freedom from
 # musical noise.
 DD_WEIGHT = 0.92
+# The noise estimate's floor: a power per bin 200 dB under a full-scale
+# frame's, far above float32's smallest normal number.
+NOISE_FLOOR_POWER = 1e-20
 PRIOR_SNR_FLOOR = 10 ** (-25 / 10)
 # The speech-aware floor. In a frame whose speech presence, averaged over
 # SPEECH_BAND_HZ, is SPEECH_FRAME_PRESENCE[1] or more, the floor's
@@ -277,7 +280,10 @@ class Tracker:
 
     def __init__(self, noise: torch.Tensor, track: bool):
         self.track = track
-        self.estimate = noise.numpy().astype(np.float32, copy=True)
+        # Digital silence would bring the estimate to zero (or underflow it
+        # there), and the ratios below to infinity: it never goes under a
+        # floor far beneath any recording's noise.
+        self.estimate = np.maximum(noise.numpy().astype(np.float32), NOISE_FLOOR_POWER)
         self.spp_mean = np.zeros_like(self.estimate)
         self.speech_power = np.zeros_like(self.estimate)
 
@@ -312,6 +318,7 @@ class Tracker:
                 scratch *= probability
                 scratch *= 1.0 - NOISE_SMOOTHING
                 estimate += scratch
+                np.maximum(estimate, NOISE_FLOOR_POWER, out=estimate)
                 np.multiply(estimate, GAIN_NOISE_SCALE, out=gain_noise[t])
             else:
                 gain_noise[t] = estimate
