@@ -20,6 +20,8 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
+from denoise.engine import DISTRIBUTION
+
 STACK = ("numpy", "torch", "torchaudio", "soundfile", "av")
 
 
@@ -30,9 +32,14 @@ def installed_version(name: str) -> str | None:
         return None
 
 
+def denoise_version() -> str | None:
+    """The installed version of denoise itself."""
+    return installed_version(DISTRIBUTION)
+
+
 def pinned(name: str) -> str:
     """The requirement denoise declares for ``name`` (``torch==2.11.0``)."""
-    for requirement in requires("denoise") or []:
+    for requirement in requires(DISTRIBUTION) or []:
         if re.match(rf"{name}\b", requirement) and ";" not in requirement:
             return requirement.replace(" ", "")
     return name
@@ -79,7 +86,7 @@ def save_traceback(error: BaseException) -> Path | None:
     try:
         with tempfile.NamedTemporaryFile("w", prefix=f"denoise-crash-{stamp}-", suffix=".txt",
                                          delete=False, encoding="utf-8") as handle:
-            handle.write(f"denoise {installed_version('denoise')}, python {sys.version}\n")
+            handle.write(f"denoise {denoise_version()}, python {sys.version}\n")
             handle.write(f"command: {' '.join(sys.argv)}\n\n")
             handle.write("".join(traceback.format_exception(error)))
         return Path(handle.name)

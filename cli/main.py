@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperCommand
 
 from denoise.cli import present
-from denoise.cli.environment import installed_version, save_traceback, stack_problem
+from denoise.cli.environment import denoise_version, save_traceback, stack_problem
 from denoise.engine.choices import (CHANNEL_MODES, CLIP_MODES, DEHUM_MODES, METHODS, PRESETS,
                                     PRETRAINED_MODELS)
 from denoise.engine.errors import DenoiseError
@@ -76,7 +76,7 @@ def _one_of(values, name: str):
 
 def _version(value: bool) -> None:
     if value:
-        print(f"denoise {installed_version('denoise')}")
+        print(f"denoise {denoise_version()}")
         present.default_method_note()
         raise typer.Exit(0)
 
@@ -217,7 +217,7 @@ def denoise(
     device: Annotated[Optional[str], typer.Option(
         metavar="DEVICE", rich_help_panel=ENHANCE,
         help="Where dfn3 or demucs runs: auto, cpu, cuda, cuda:N (demucs also mps). dfn3 on "
-             "a GPU needs pip install 'denoise[gpu]'. [default: cpu]")] = None,
+             "a GPU needs pip install 'denoise-speech[gpu]'. [default: cpu]")] = None,
     dfn3_engine: Annotated[Optional[str], typer.Option(
         "--dfn3-engine", metavar="onnx|runtime", rich_help_panel=ENHANCE,
         callback=_one_of(("onnx", "runtime"), "dfn3-engine"),
@@ -226,8 +226,9 @@ def denoise(
              "more; streams always use the runtime. [default: onnx]")] = None,
     preset: Annotated[Optional[str], typer.Option(
         metavar="|".join(PRESETS), rich_help_panel=FINISH, callback=_one_of(PRESETS, "preset"),
-        help="podcast: -16 LUFS (mono -19), -1 dBTP, --dehum auto; broadcast (EBU R128): "
-             "-23 LUFS, -1 dBTP. --loudness, --true-peak and --dehum override its parts.")] = None,
+        help="podcast: -16 LUFS (mono -19), -1 dBTP, --dehum auto, --leveler; broadcast (EBU "
+             "R128): -23 LUFS, -1 dBTP. --loudness, --true-peak, --dehum and --no-leveler "
+             "override its parts.")] = None,
     loudness: Annotated[Optional[float], typer.Option(
         metavar="LUFS", max=0.0, rich_help_panel=FINISH,
         help="Normalise each output's integrated loudness (ITU-R BS.1770) to LUFS.")] = None,
@@ -241,6 +242,15 @@ def denoise(
         help="Samples beyond full scale in an integer or lossy output: limit them (limiter "
              "at full scale), report them (clip and count) or error (fail the file). "
              "[default: limit]")] = "limit",
+    leveler: Annotated[Optional[bool], typer.Option(
+        "--leveler/--no-leveler", rich_help_panel=FINISH,
+        help="Even out voices: each stretch of speech (found by voice activity detection) "
+             "moved toward the file's typical speech loudness over about a second, pauses "
+             "never lifted above the speech around them. Files only, not --stream. "
+             "[default: off; on with --preset podcast]")] = None,
+    leveler_max_gain: Annotated[float, typer.Option(
+        "--leveler-max-gain", metavar="DB", min=1.0, max=40.0, rich_help_panel=FINISH,
+        help="The most the leveler raises or lowers any speech. [default: 15]")] = 15.0,
     residue: Annotated[bool, typer.Option(
         "--residue", rich_help_panel=FINISH,
         help="Also write what was removed (input minus output) as NAME.residue.EXT.")] = False,
@@ -259,7 +269,7 @@ def denoise(
     dnsmos: Annotated[bool, typer.Option(
         "--dnsmos", rich_help_panel=REPORTS,
         help="Add DNSMOS P.835 quality scores (1-5, no reference needed); about 0.2 s per 9 s "
-             "of audio. Needs pip install 'denoise[dnsmos]'.")] = False,
+             "of audio. Needs pip install 'denoise-speech[dnsmos]'.")] = False,
     jobs: Annotated[Optional[int], typer.Option(
         "-j", "--jobs", metavar="N", min=1, rich_help_panel=RUN,
         help="Worker processes. [default: one per core when the work is worth it, else "
@@ -267,7 +277,7 @@ def denoise(
     cluster: Annotated[Optional[str], typer.Option(
         "--cluster", metavar="ADDRESS", rich_help_panel=RUN,
         help="Run on the Dask scheduler at ADDRESS (tcp://host:8786); workers must see the "
-             "same paths. Needs pip install 'denoise[cluster]'.")] = None,
+             "same paths. Needs pip install 'denoise-speech[cluster]'.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", rich_help_panel=RUN, help="Show what would be done; write nothing.")] = False,
     json_lines: Annotated[bool, typer.Option(
@@ -303,7 +313,7 @@ def denoise(
     live: Annotated[bool, typer.Option(
         "--live", rich_help_panel=LIVE,
         help="Enhance an input device into an output device until Ctrl-C, showing the "
-             "latency and any dropouts. Needs pip install 'denoise[live]'.")] = False,
+             "latency and any dropouts. Needs pip install 'denoise-speech[live]'.")] = False,
     input_device: Annotated[Optional[str], typer.Option(
         "--input", metavar="DEVICE", rich_help_panel=LIVE,
         help="--live: the input device, by number or part of its name (see --list-devices). "
@@ -376,7 +386,8 @@ def denoise(
             full_band=not band_limit, audio_track=_audio_track(audio_track),
             audio_only=audio_only,
             finishing=Finishing(loudness_lufs=loudness, true_peak_dbtp=true_peak, preset=preset,
-                                clip=clip, residue=residue))
+                                clip=clip, residue=residue, leveler=leveler,
+                                leveler_max_gain_db=leveler_max_gain))
     view = present.View(quiet=quiet, verbose=verbose, json_lines=json_lines, dry_run=dry_run,
                         from_stdin=inputs == ["-"])
     measure = Measure(report_dir=report, plot=plot, reference_dir=reference, dnsmos=dnsmos)

@@ -234,7 +234,7 @@ def _pair(record, name: str, digits: int = 1) -> str:
 
 def self_test() -> int:
     """Run the installation check; returns the exit code."""
-    from denoise.cli.environment import STACK, installed_version, stack_problem
+    from denoise.cli.environment import STACK, denoise_version, installed_version, stack_problem
 
     problem = stack_problem()
     if problem is not None:
@@ -243,7 +243,7 @@ def self_test() -> int:
     from denoise.engine import run_self_test
 
     versions = ", ".join(f"{name} {installed_version(name)}" for name in STACK)
-    console.print(f"denoise {installed_version('denoise')} (python {sys.version.split()[0]}, "
+    console.print(f"denoise {denoise_version()} (python {sys.version.split()[0]}, "
                   f"{versions})", markup=False)
     default_method_note()
     checks = run_self_test()

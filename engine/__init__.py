@@ -16,9 +16,13 @@ from __future__ import annotations
 
 from importlib import import_module
 
+# The name pip installs this project by, for its metadata and for install
+# hints with extras: PyPI's "denoise" is another project.
+DISTRIBUTION = "denoise-speech"
+
 _WHERE = {
-    "Batch": "batch", "BatchOptions": "batch", "FileResult": "batch", "Progress": "batch",
-    "default_jobs": "batch", "Job": "discovery", "Plan": "discovery", "plan_jobs": "discovery",
+    "Batch": "batch", "BatchOptions": "batch", "FileResult": "results", "Progress": "results",
+    "default_jobs": "schedule", "Job": "discovery", "Plan": "discovery", "plan_jobs": "discovery",
     "DenoiseError": "errors", "FileError": "errors", "UsageError": "errors",
     "Finishing": "finishing", "PRESETS": "choices", "enhance_array": "pipeline",
     "progress_bar": "progress", "FileReport": "report", "Measure": "report",

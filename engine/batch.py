@@ -15,12 +15,12 @@ Each file flows one way:
    clip policy, residue) and measuring (levels, scores, plot).
 
 :mod:`denoise.engine.schedule` runs stages 2 to 5 over the pool; this
-process orchestrates and writes the run log.
+process orchestrates and writes the run log. What a run yields (each file's
+result, progress) is in :mod:`denoise.engine.results`, which both import.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections import Counter
@@ -36,7 +36,10 @@ from denoise.engine.discovery import Job, counted
 from denoise.engine.errors import FileError
 from denoise.engine.finishing import Finishing
 from denoise.engine.report import FileReport, Measure
+from denoise.engine.results import FileResult, Progress, cause_for
 from denoise.engine.runlog import RunLog, default_path, input_identity
+# default_jobs lives where the pool is sized now; still importable from here.
+from denoise.engine.schedule import Run, default_jobs  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -137,57 +140,6 @@ class BatchOptions:
             text["video"] = "left out (--audio-only)"
         text.update(self.finishing.describe())
         return text
-
-
-@dataclass
-class FileResult:
-    """The outcome for one input; ``status`` is done, skipped, failed or
-    planned. ``error`` is the cause of a failure (the input is named in
-    ``input``), ``reason`` why a file was skipped, ``warnings`` what was
-    wrong without stopping it. ``gain_db`` is the loudness gain finishing
-    applied (``None`` without a loudness target). ``relative`` is the
-    output's path under the output root. ``repairs`` says what the repair
-    stages found and did (hum: its frequency and harmonics, or that there
-    was none). ``report`` is what measuring found, when the batch measures."""
-
-    input: str
-    output: str
-    status: str
-    duration_s: float | None = None
-    seconds: float | None = None
-    error: str | None = None
-    clipped_samples: int = 0
-    reason: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    gain_db: float | None = None
-    relative: str = ""
-    repairs: list[str] = field(default_factory=list)
-    report: FileReport | None = None
-
-    @property
-    def realtime_factor(self) -> float | None:
-        """Processing seconds per second of audio (below 1 is faster than real time)."""
-        if self.seconds is None or not self.duration_s:
-            return None
-        return self.seconds / self.duration_s
-
-    def to_dict(self) -> dict:
-        """The JSON record (``--json``): the outcome, without the report."""
-        record = {name: value for name, value in asdict(self).items() if name != "report"}
-        record["realtime_factor"] = self.realtime_factor
-        return record
-
-
-@dataclass(frozen=True)
-class Progress:
-    files_done: int
-    files_total: int
-    audio_s_done: float
-    audio_s_total: float
-
-
-def default_jobs() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass
@@ -368,8 +320,6 @@ class Batch:
 
     def run(self, on_progress: Callable[[Progress], None] | None = None) -> Iterator[FileResult]:
         """Process every file; yields one result per input as each finishes."""
-        from denoise.engine.schedule import Run
-
         yield from self.early
         if not self.files:
             self.close()
@@ -407,10 +357,3 @@ class Batch:
         for folder in self._media_folders:
             shutil.rmtree(folder, ignore_errors=True)
         self._media_folders.clear()
-
-
-def cause_for(source: str, error: FileError) -> str:
-    """An error's message for the result of ``source``, which names the
-    input already: the cause alone, or the other file it is about and the
-    cause."""
-    return error.cause if error.path == source else str(error)

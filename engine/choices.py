@@ -22,19 +22,21 @@ PRETRAINED_MODELS = ("dns48", "dns64", "master64", "valentini_nc")
 class Preset:
     """A publishing target: loudness for stereo and for mono files, the
     true-peak ceiling, and the repairs it asks for (``dehum``: a
-    :data:`DEHUM_MODES` value)."""
+    :data:`DEHUM_MODES` value; ``leveler``: voices evened)."""
 
     stereo_lufs: float
     mono_lufs: float
     true_peak_dbtp: float
     dehum: str = "off"
+    leveler: bool = False
 
 
 # Podcasts: -16 LUFS stereo / -19 mono, -1 dBTP (AES TD1004, Apple and
 # Spotify's podcast guidance); broadcast: EBU R128, -23 LUFS, -1 dBTP.
-# Podcasts are recorded in rooms with laptops and mixers on the mains:
-# hum is looked for.
+# Podcasts are recorded in rooms with laptops and mixers on the mains (hum
+# is looked for) and have hosts and guests at different distances from
+# their microphones (voices are evened).
 PRESETS = {
-    "podcast": Preset(-16.0, -19.0, -1.0, dehum="auto"),
+    "podcast": Preset(-16.0, -19.0, -1.0, dehum="auto", leveler=True),
     "broadcast": Preset(-23.0, -23.0, -1.0),
 }

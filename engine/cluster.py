@@ -4,7 +4,7 @@ The chunks go through joblib's Dask backend to an existing scheduler, so a
 batch uses every worker the cluster has. Inputs and outputs are paths: every
 worker must see the same files at the same paths (a shared file system); the
 client reads nothing but what it writes. ``dask[distributed]`` is an extra:
-``pip install 'denoise[cluster]'``.
+``pip install 'denoise-speech[cluster]'``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def connect(address: str):
         from distributed import Client
     except ImportError:
         raise UsageError("--cluster needs dask.distributed, which is not installed: "
-                         "pip install 'denoise[cluster]'") from None
+                         "pip install 'denoise-speech[cluster]'") from None
     try:
         return Client(address, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError, ValueError) as error:

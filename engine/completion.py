@@ -18,6 +18,7 @@ from typing import BinaryIO
 from denoise.engine.audio_io import AudioInfo, TemporaryFile, copy_to
 from denoise.engine.errors import FileError
 from denoise.engine.finishing import Finishing, finish
+from denoise.engine.leveler import Leveling
 from denoise.engine.media import Decoded, Track, decode_tracks, write_media
 from denoise.engine.pipeline import keep_memory_flat, worker_setup
 from denoise.engine.report import Measure, Measurements, Meters, measure
@@ -49,13 +50,14 @@ class Completion:
 
 @dataclass
 class Completed:
-    """What the task did: samples clipped, the loudness gain, the
-    measurements; or why the file failed."""
+    """What the task did: samples clipped, the loudness gain, the leveler's
+    gain, the measurements; or why the file failed."""
 
     clipped: int = 0
     gain_db: float | None = None
     measurements: Measurements | None = None
     error: str | None = None
+    leveling: Leveling | None = None
 
 
 def complete(job: Completion) -> Completed:
@@ -78,7 +80,7 @@ def _complete(job: Completion) -> Completed:
             finished = finish(Path(job.staging), Path(job.source), job.target, info, job.fmt,
                               job.subtype, job.finishing, before if wanted else None,
                               after if wanted else None, job.stdout)
-            done = Completed(finished.clipped, finished.gain_db)
+            done = Completed(finished.clipped, finished.gain_db, leveling=finished.leveling)
         elif wanted:
             after.scan(job.target)
         if wanted:

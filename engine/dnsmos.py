@@ -3,7 +3,7 @@ quality (OVRL) on a 1-5 scale, predicted without a clean reference.
 
 Reddy, Gopal and Cutler, "DNSMOS P.835", ICASSP 2022. The network is
 Microsoft's ONNX model as shipped in the ``speechmos`` package, run with
-onnxruntime (``pip install 'denoise[dnsmos]'``); only the model file is used,
+onnxruntime (``pip install 'denoise-speech[dnsmos]'``); only the model file is used,
 so neither librosa nor the package's other dependencies are needed. As in
 Microsoft's ``dnsmos_local.py``: 16 kHz mono, 9.01 s windows every second
 (a shorter file is repeated to fill one), each window's raw scores mapped by
@@ -55,7 +55,7 @@ def _model_session():
             model = files("speechmos") / "dnsmos_models" / "sig_bak_ovr.onnx"
         except ImportError as error:
             raise UsageError(f"--dnsmos needs onnxruntime and speechmos ({error.name} is not "
-                             f"installed): pip install 'denoise[dnsmos]'") from None
+                             f"installed): pip install 'denoise-speech[dnsmos]'") from None
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # its warnings are about the graph, not the user's audio
         _session = onnxruntime.InferenceSession(str(model), options,

@@ -7,11 +7,14 @@ frame length, one full-scale level.
 - :func:`frame_length` is the STFT size of every short-time analysis here:
   the next power of two at or above 32 ms (512 samples at 16 kHz, 2048 at
   44.1 and 48 kHz), so frames are as long at every rate within a factor of 2.
+- :func:`k_weighting` is the loudness filter of ITU-R BS.1770-4, for the
+  loudness meters and the speech level of the leveler.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -49,3 +52,25 @@ def resample(signal, from_rate: int, to_rate: int):
 def power_db(power: float) -> float:
     """Decibels of a power (mean square); minus infinity for silence."""
     return 10 * math.log10(power) if power > 0 else -math.inf
+
+
+@lru_cache(maxsize=None)
+def k_weighting(sample_rate: int) -> np.ndarray:
+    """BS.1770's K-weighting at any sample_rate, as second-order sections: a high
+    shelf of +4 dB at 1500 Hz (Q 1/sqrt 2) and a high-pass at 38 Hz (Q 0.5),
+    with the Audio EQ Cookbook's formulas (as torchaudio's ``loudness``
+    builds them; at 48 kHz they match BS.1770's published coefficients)."""
+    w0 = 2 * math.pi * 1500.0 / sample_rate
+    alpha, gain = math.sin(w0) / 2 * math.sqrt(2), 10 ** (4.0 / 40)
+    rooted, cosine = 2 * math.sqrt(gain) * alpha, math.cos(w0)
+    shelf = [gain * ((gain + 1) + (gain - 1) * cosine + rooted),
+             -2 * gain * ((gain - 1) + (gain + 1) * cosine),
+             gain * ((gain + 1) + (gain - 1) * cosine - rooted),
+             (gain + 1) - (gain - 1) * cosine + rooted,
+             2 * ((gain - 1) - (gain + 1) * cosine),
+             (gain + 1) - (gain - 1) * cosine - rooted]
+    w0 = 2 * math.pi * 38.0 / sample_rate
+    alpha, cosine = math.sin(w0) / 2 / 0.5, math.cos(w0)
+    highpass = [(1 + cosine) / 2, -1 - cosine, (1 + cosine) / 2, 1 + alpha, -2 * cosine, 1 - alpha]
+    sections = np.array([shelf, highpass])
+    return (sections / sections[:, 3:4]).astype(np.float32)

@@ -4,6 +4,10 @@ All of it happens once a file's chunks are joined, in one pool task per
 file (:mod:`denoise.engine.completion`), reading the joined file from a
 hidden float staging copy:
 
+- **Leveler** (``leveler``, on with the podcast preset): each stretch of
+  speech moved toward the file's typical speech loudness, pauses held
+  (:mod:`denoise.engine.leveler`), from one more pass over the staging
+  copy; what follows sees the levelled signal.
 - **Loudness** (``loudness_lufs``): the staging copy's integrated loudness
   (ITU-R BS.1770-4) is measured, and it is played through a gain to the
   target. The output's loudness is measured as it is written; if the peak
@@ -42,6 +46,7 @@ from denoise.engine.audio_io import FLOAT_SUBTYPES, AtomicWriter
 from denoise.engine.choices import CLIP_MODES, PRESETS
 from denoise.engine.dsp import FULL_SCALE, resample
 from denoise.engine.errors import FileError
+from denoise.engine.leveler import MAX_GAIN_DB, Leveling, plan_leveling
 from denoise.engine.pool import check_stop
 
 LOOKAHEAD_S = 0.005
@@ -71,8 +76,13 @@ class Finishing:
     preset: str | None = None
     clip: str = "limit"
     residue: bool = False
+    leveler: bool | None = None  # None: as the preset says
+    leveler_max_gain_db: float = MAX_GAIN_DB
 
     def __post_init__(self) -> None:
+        if not 0 < self.leveler_max_gain_db <= 40:
+            raise ValueError(f"leveler_max_gain_db must be within (0, 40], got "
+                             f"{self.leveler_max_gain_db}")
         if self.clip not in CLIP_MODES:
             raise ValueError(f"clip must be one of {', '.join(CLIP_MODES)}, not {self.clip!r}")
         if self.preset is not None and self.preset not in PRESETS:
@@ -87,6 +97,8 @@ class Finishing:
         elif preset is not None:
             text["loudness"] = (f"{preset.stereo_lufs:g} LUFS (mono files {preset.mono_lufs:g}), "
                                 f"preset {self.preset}")
+        text["leveler"] = (f"on, at most {self.leveler_max_gain_db:g} dB up or down"
+                           if self.levels() else "off")
         ceiling = self.ceiling_dbtp()
         if ceiling is not None:
             text["true peak"] = f"at most {ceiling:g} dBTP"
@@ -101,6 +113,12 @@ class Finishing:
             return self.loudness_lufs
         preset = PRESETS[self.preset]
         return preset.mono_lufs if channels == 1 else preset.stereo_lufs
+
+    def levels(self) -> bool:
+        """Whether the leveler runs."""
+        if self.leveler is not None:
+            return self.leveler
+        return self.preset is not None and PRESETS[self.preset].leveler
 
     def ceiling_dbtp(self) -> float | None:
         if self.true_peak_dbtp is not None or self.preset is None:
@@ -310,6 +328,7 @@ class Finished:
 
     clipped: int
     gain_db: float | None
+    leveling: Leveling | None = None
 
 
 def finish(staging: Path, source: Path, target: str, info, fmt: str, subtype: str,
@@ -324,9 +343,11 @@ def finish(staging: Path, source: Path, target: str, info, fmt: str, subtype: st
 
     sample_rate, channels = info.sample_rate, info.channels
     target_lufs = finishing.target_lufs(channels)
+    leveling = staging_leveling(staging, finishing.leveler_max_gain_db) if finishing.levels() \
+        else None
     gain_db = None
     if target_lufs is not None:
-        measured = staging_loudness(staging)
+        measured = staging_loudness(staging, leveling)
         if measured is None:
             raise FileError(target, "cannot normalise loudness: the output is silent or "
                                     "shorter than 400 ms")
@@ -346,7 +367,7 @@ def finish(staging: Path, source: Path, target: str, info, fmt: str, subtype: st
                             on_block=lambda block: [meter.add(block.T) for meter in meters])
             first = attempt == 0
             _play(staging, source if read_input and first else None, output, sample_rate, gain_db,
-                  residue if first else None, input_meters if first else None)
+                  residue if first else None, input_meters if first else None, leveling)
             output.finish()
             if target_lufs is None or not output.limiter or not output.limiter.engaged:
                 break  # a gain alone moves the loudness by exactly that gain
@@ -365,33 +386,49 @@ def finish(staging: Path, source: Path, target: str, info, fmt: str, subtype: st
             if writer is not None:
                 writer.abort()
         raise
-    return Finished(output.clipped, gain_db)
+    return Finished(output.clipped, gain_db, leveling)
 
 
-def staging_loudness(staging: Path) -> float | None:
-    """The integrated loudness of the staging copy (``None``: silent or
-    shorter than a gating block)."""
+def _staging_blocks(audio: sf.SoundFile):
+    """The staging copy in ``[T, C]`` blocks, each with its first sample."""
+    start = 0
+    for block in audio.blocks(blocksize=round(BLOCK_S * audio.samplerate), dtype="float32",
+                              always_2d=True):
+        check_stop()
+        yield start, block
+        start += len(block)
+
+
+def staging_leveling(staging: Path, max_gain_db: float) -> Leveling:
+    """The leveler's gain for the staging copy."""
+    with sf.SoundFile(str(staging)) as audio:
+        return plan_leveling((block.T for _, block in _staging_blocks(audio)), audio.samplerate,
+                             audio.channels, max_gain_db)
+
+
+def staging_loudness(staging: Path, leveling: Leveling | None = None) -> float | None:
+    """The integrated loudness of the staging copy, levelled where asked
+    (``None``: silent or shorter than a gating block)."""
     from denoise.engine.metrics import LoudnessMeter
 
     with sf.SoundFile(str(staging)) as audio:
         meter = LoudnessMeter(audio.samplerate, audio.channels)
-        for block in audio.blocks(blocksize=round(BLOCK_S * audio.samplerate), dtype="float32",
-                                  always_2d=True):
-            check_stop()
+        for start, block in _staging_blocks(audio):
+            if leveling is not None:
+                block = block * leveling.gains(start, len(block), audio.samplerate)[:, None]
             meter.add(block)
     return meter.loudness()[0]
 
 
 def _play(staging: Path, source: Path | None, output: Output, sample_rate: int,
-          gain_db: float | None, residue: AtomicWriter | None, input_meters) -> None:
+          gain_db: float | None, residue: AtomicWriter | None, input_meters,
+          leveling: Leveling | None) -> None:
     """One pass over the staging copy (and, where asked, the input beside
     it) into ``output``. Meters take ``[T, C]`` blocks, as files give them."""
-    blocksize = round(BLOCK_S * sample_rate)
     scale = np.float32(10 ** (gain_db / 20)) if gain_db is not None else None
     with sf.SoundFile(str(staging)) as enhanced, \
             (sf.SoundFile(str(source)) if source is not None else _Nothing()) as original:
-        for data in enhanced.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
-            check_stop()
+        for start, data in _staging_blocks(enhanced):
             block = data.T
             if source is not None:
                 before = original.read(len(data), dtype="float32", always_2d=True)
@@ -399,6 +436,8 @@ def _play(staging: Path, source: Path | None, output: Output, sample_rate: int,
                     residue.write(before.T - block)
                 if input_meters is not None:
                     input_meters.add(before)
+            if leveling is not None:
+                block = block * leveling.gains(start, block.shape[-1], sample_rate)
             output.write(block * scale if scale is not None else block)
 
 

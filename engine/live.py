@@ -47,7 +47,7 @@ def sounddevice():
         import sounddevice as sd
     except ImportError:
         raise UsageError("live audio needs the sounddevice package: "
-                         "pip install 'denoise[live]'") from None
+                         "pip install 'denoise-speech[live]'") from None
     except OSError as error:  # the module is there, libportaudio is not
         raise UsageError(f"live audio needs the PortAudio library ({error}); on Debian and "
                          "Ubuntu: apt install libportaudio2") from None

@@ -17,13 +17,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from functools import lru_cache
 
 import numpy as np
 import soundfile as sf
 
 from denoise.engine.decay import DecayMeter
-from denoise.engine.dsp import FULL_SCALE, power_db, resample
+from denoise.engine.dsp import FULL_SCALE, k_weighting, power_db, resample
+from denoise.engine.vad import SpeechMeter
 
 BLOCK_S = 30.0
 LEVEL_FRAME_S = 0.02
@@ -33,7 +33,8 @@ SILENCE_DBFS = -120.0
 SINE_CREST_DB = 3.0103  # a full-scale sine's RMS reads 0 dBFS (AES17)
 GATE_S = 0.4  # BS.1770 gating block
 STEP_S = 0.1  # and its step (75 % overlap)
-LEVEL_NAMES = ("peak_dbfs", "rms_dbfs", "loudness_lufs", "noise_floor_dbfs", "snr_db", "decay_s")
+LEVEL_NAMES = ("peak_dbfs", "rms_dbfs", "loudness_lufs", "noise_floor_dbfs", "snr_db", "decay_s",
+               "speech_ratio", "speech_lufs")
 
 
 @dataclass
@@ -48,6 +49,8 @@ class Levels:
     noise_floor_dbfs: float | None = None
     snr_db: float | None = None
     decay_s: float | None = None  # how fast speech dies away: denoise.engine.decay
+    speech_ratio: float | None = None  # the share that is speech (denoise.engine.vad)
+    speech_lufs: float | None = None  # the loudness of the speech alone
     missing: dict[str, str] = field(default_factory=dict)
 
 
@@ -126,6 +129,7 @@ class LevelMeter:
         self.frame_power = FrameSums(self.frame, 1)
         self.loudness = LoudnessMeter(sample_rate, channels)
         self.decay = DecayMeter(sample_rate)
+        self.speech = SpeechMeter(sample_rate, channels)
 
     def add(self, block: np.ndarray) -> None:
         """The next ``[T, C]`` samples."""
@@ -138,6 +142,7 @@ class LevelMeter:
         self.frame_power.add(power[None])
         self.loudness.add(block)
         self.decay.add(block)
+        self.speech.add(block.T)
 
     def levels(self) -> Levels:
         levels = Levels(clipped=self.clipped)
@@ -154,6 +159,9 @@ class LevelMeter:
         levels.decay_s, reason = self.decay.decay_s()
         if reason:
             levels.missing["decay_s"] = reason
+        levels.speech_ratio, levels.speech_lufs = self.speech.speech()
+        if levels.speech_lufs is None:
+            levels.missing["speech_lufs"] = "no speech found"
         return levels
 
 
@@ -165,28 +173,6 @@ def measure_file(path: str | Path) -> Levels:
                                   dtype="float32", always_2d=True):
             meter.add(block)
     return meter.levels()
-
-
-@lru_cache(maxsize=None)
-def k_weighting(sample_rate: int) -> np.ndarray:
-    """BS.1770's K-weighting at any sample_rate, as second-order sections: a high
-    shelf of +4 dB at 1500 Hz (Q 1/sqrt 2) and a high-pass at 38 Hz (Q 0.5),
-    with the Audio EQ Cookbook's formulas (as torchaudio's ``loudness``
-    builds them; at 48 kHz they match BS.1770's published coefficients)."""
-    w0 = 2 * math.pi * 1500.0 / sample_rate
-    alpha, gain = math.sin(w0) / 2 * math.sqrt(2), 10 ** (4.0 / 40)
-    rooted, cosine = 2 * math.sqrt(gain) * alpha, math.cos(w0)
-    shelf = [gain * ((gain + 1) + (gain - 1) * cosine + rooted),
-             -2 * gain * ((gain - 1) + (gain + 1) * cosine),
-             gain * ((gain + 1) + (gain - 1) * cosine - rooted),
-             (gain + 1) - (gain - 1) * cosine + rooted,
-             2 * ((gain - 1) - (gain + 1) * cosine),
-             (gain + 1) - (gain - 1) * cosine - rooted]
-    w0 = 2 * math.pi * 38.0 / sample_rate
-    alpha, cosine = math.sin(w0) / 2 / 0.5, math.cos(w0)
-    highpass = [(1 + cosine) / 2, -1 - cosine, (1 + cosine) / 2, 1 + alpha, -2 * cosine, 1 - alpha]
-    sections = np.array([shelf, highpass])
-    return (sections / sections[:, 3:4]).astype(np.float32)
 
 
 def _noise_and_snr(levels: Levels, frame_power: np.ndarray) -> None:
@@ -241,7 +227,7 @@ def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
 def pesq_score(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float | None:
     """PESQ (ITU-T P.862.2 wide-band at 16 kHz, resampling as needed;
     P.862 narrow-band for 8 kHz signals), or ``None`` where PESQ finds no
-    speech. Needs ``pesq`` (``pip install 'denoise[metrics]'``)."""
+    speech. Needs ``pesq`` (``pip install 'denoise-speech[metrics]'``)."""
     from pesq import PesqError, pesq
 
     mode, sample_rate = ("nb", 8000) if sample_rate == 8000 else ("wb", 16000)
@@ -256,7 +242,7 @@ def pesq_score(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) ->
 def stoi_score(reference: np.ndarray, estimate: np.ndarray, sample_rate: int,
                extended: bool = False) -> float:
     """STOI (or ESTOI with ``extended``) of ``estimate``; pystoi resamples to
-    its 10 kHz itself. Needs ``pystoi`` (``pip install 'denoise[metrics]'``)."""
+    its 10 kHz itself. Needs ``pystoi`` (``pip install 'denoise-speech[metrics]'``)."""
     from pystoi import stoi
 
     return float(stoi(reference, estimate, sample_rate, extended=extended))
@@ -301,7 +287,7 @@ def reference_scores(clean_path: str | Path, noisy_path: str | Path,
             scores[f"estoi_{side}"] = stoi_score(clean, signal, sample_rate, extended=True)
     except ImportError:
         for metric in ("stoi", "estoi"):
-            miss(metric, "pystoi is not installed (pip install 'denoise[metrics]')")
+            miss(metric, "pystoi is not installed (pip install 'denoise-speech[metrics]')")
     try:
         pesq_scores = {side: pesq_score(clean, signal, sample_rate) for side, signal in sides}
         if None in pesq_scores.values():
@@ -309,7 +295,7 @@ def reference_scores(clean_path: str | Path, noisy_path: str | Path,
         else:
             scores.update({f"pesq_{side}": value for side, value in pesq_scores.items()})
     except ImportError:
-        miss("pesq", "pesq is not installed (pip install 'denoise[metrics]')")
+        miss("pesq", "pesq is not installed (pip install 'denoise-speech[metrics]')")
     for metric in REFERENCE_METRICS:
         if f"{metric}_in" in scores and f"{metric}_out" in scores:
             scores[f"{metric}_delta"] = scores[f"{metric}_out"] - scores[f"{metric}_in"]

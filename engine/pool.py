@@ -118,7 +118,7 @@ class Cluster:
             from distributed import Client
         except ImportError:
             raise UsageError("--cluster needs dask.distributed, which is not installed: "
-                             "pip install 'denoise[cluster]'") from None
+                             "pip install 'denoise-speech[cluster]'") from None
         try:
             self.client = Client(address, timeout=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError, ValueError) as error:

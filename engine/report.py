@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from denoise.engine import DISTRIBUTION
 from denoise.engine.audio_io import replacing
 from denoise.engine.dnsmos import SCORES as DNSMOS_SCORES
 from denoise.engine.dnsmos import dnsmos
@@ -33,7 +34,7 @@ from denoise.engine.metrics import REFERENCE_METRICS, LevelMeter, reference_scor
 from denoise.engine.plots import PlotData, PlotMeter, plot_file
 
 LEVEL_FIELDS = ("peak_dbfs", "rms_dbfs", "clipped", "loudness_lufs", "noise_floor_dbfs",
-                "snr_db", "decay_s")
+                "snr_db", "decay_s", "speech_ratio", "speech_lufs")
 CSV_FIRST = ("input", "output", "status", "error", "duration_s", "sample_rate", "channels",
              "seconds", "realtime_factor")
 SCHEMA_VERSION = 1
@@ -330,7 +331,7 @@ def _versions() -> dict:
     import torchaudio
 
     try:
-        denoise_version = version("denoise")
+        denoise_version = version(DISTRIBUTION)
     except PackageNotFoundError:  # run from a checkout that is not installed
         denoise_version = None
     return {"denoise": denoise_version, "python": platform.python_version(),
@@ -365,6 +366,7 @@ HEADINGS = {
     "duration_s": "duration s", "realtime_factor": "RTF", "peak_dbfs": "peak dBFS",
     "rms_dbfs": "RMS dBFS", "clipped": "clipped", "loudness_lufs": "loudness LUFS",
     "noise_floor_dbfs": "noise floor dBFS", "snr_db": "SNR dB", "decay_s": "decay s",
+    "speech_ratio": "speech share", "speech_lufs": "speech LUFS",
     "noise_reduction_db": "noise reduction dB", "loudness_gain_db": "loudness gain dB",
     "pesq": "PESQ", "stoi": "STOI",
     "estoi": "ESTOI", "si_sdr": "SI-SDR dB", "dnsmos_sig": "DNSMOS SIG",

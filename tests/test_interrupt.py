@@ -69,7 +69,7 @@ def test_ctrl_c_stops_a_threaded_completion_at_its_next_block(tmp_path, monkeypa
     (tmp_path / "in").mkdir()
     noise = 0.05 * np.random.default_rng(0).standard_normal(rate * 300).astype(np.float32)
     sf.write(str(tmp_path / "in" / "talk.wav"), noise, rate)
-    monkeypatch.setattr("denoise.engine.batch.default_jobs", lambda: 2)
+    monkeypatch.setattr("denoise.engine.schedule.default_jobs", lambda: 2)
     finishing_began = threading.Event()
     write = finishing.Output.write
 

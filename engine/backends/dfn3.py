@@ -56,7 +56,7 @@ ONNX_SEGMENT_S = 30.0
 # eight 38 s chunks (a 30 s chunk and its warm-up) hold under 8 GB, which
 # leaves room on a GPU of 16 GB or more. Not measured on a GPU.
 GPU_CHUNKS_PER_CALL = 8
-GPU_EXTRA = "pip install 'denoise[gpu]' (onnxruntime-gpu, with its CUDA provider)"
+GPU_EXTRA = "pip install 'denoise-speech[gpu]' (onnxruntime-gpu, with its CUDA provider)"
 
 
 @dataclass(frozen=True)

@@ -171,12 +171,12 @@ def _free_batch_axis(model: bytes) -> bytes:
     """The graph with the first axis of its inputs and outputs free: the
     export fixes it at 1, though every shape inside is computed from the
     input (a batch of signals gives each one's output bit for bit,
-    tests/test_dfn3.py). Needs the ``onnx`` package (``denoise[gpu]``)."""
+    tests/test_dfn3.py). Needs the ``onnx`` package (``denoise-speech[gpu]``)."""
     try:
         import onnx
     except ImportError:
         raise UsageError("--method dfn3 on a GPU batches chunks with the onnx package, which is "
-                         "not installed: pip install 'denoise[gpu]'") from None
+                         "not installed: pip install 'denoise-speech[gpu]'") from None
     graph = onnx.load_from_string(model)
     for value in [*graph.graph.input, *graph.graph.output]:
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
