@@ -3,7 +3,8 @@ scale, and the spectrograms with the same colour scale in dBFS, on a
 logarithmic frequency axis (speech lives between 100 Hz and 8 kHz, which a
 linear axis up to 24 kHz squeezes into its lower third).
 
-Each channel's waveform is drawn in its own colour; the spectrogram shows
+Each channel's waveform is drawn in its own colour, over a shade where
+voice activity (:mod:`denoise.engine.vad`) finds speech; the spectrogram shows
 the channels' mean power (not the power of their mean, which would cancel
 out-of-phase content) and says so.
 
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from denoise.engine.dsp import frame_length
+from denoise.engine.vad import WINDOW_S, SpeechMeter
 
 COLUMNS = 1200  # of the waveform envelope
 SPECTRUM_COLUMNS = 600  # a spectrogram panel is about 600 pixels wide
@@ -29,12 +31,14 @@ ROWS = 400  # of the log-frequency image
 FLOOR_DB = -120.0
 LOWEST_HZ = 50.0
 CHANNEL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+SPEECH_SHADE = "#2ca02c"
 
 
 @dataclass
 class PlotData:
     """One side's picture: waveform envelope ``[C, columns]`` each, the
-    spectrogram in dBFS ``[n_fft // 2 + 1, columns]``, and what they cover."""
+    spectrogram in dBFS ``[n_fft // 2 + 1, columns]``, which 32 ms windows
+    hold speech, and what they cover."""
 
     low: np.ndarray
     high: np.ndarray
@@ -42,6 +46,7 @@ class PlotData:
     sample_rate: int
     duration_s: float
     channels: int
+    speech: np.ndarray
 
 
 class PlotMeter:
@@ -63,8 +68,10 @@ class PlotMeter:
         self.next_frame = 0
         self.position = 0
         self.carry = np.zeros((0, channels), dtype=np.float32)  # for frames across blocks
+        self.voice = SpeechMeter(sample_rate, channels)
 
     def add(self, block: np.ndarray) -> None:
+        self.voice.add(block.T)
         start, stop = self.position, self.position + len(block)
         self._envelope(block, start, stop)
         joined = np.concatenate([self.carry, block])
@@ -102,7 +109,7 @@ class PlotMeter:
         decibels = 10 * np.log10(np.maximum(power, 10 ** (FLOOR_DB / 10)))
         return PlotData(low, high, decibels, self.sample_rate,
                         self.samples / self.sample_rate if self.sample_rate else 0.0,
-                        self.channels)
+                        self.channels, self.voice.windows()[0])
 
 
 def plot_data(path: str | Path) -> PlotData:
@@ -150,12 +157,19 @@ def _waveform(axis, side: PlotData, limit: float, label: str) -> None:
     from matplotlib.ticker import MaxNLocator
 
     times = np.linspace(0, side.duration_s, side.low.shape[1])
+    if side.speech.any():
+        # one shade per waveform column at most: a long file's pauses are
+        # thousands of spans, and drawing is most of a plot's time
+        window = np.minimum((times / WINDOW_S).astype(int), len(side.speech) - 1)
+        axis.fill_between(times, -limit, limit, where=side.speech[window], step="mid",
+                          color=SPEECH_SHADE, alpha=0.12, linewidth=0, label="speech")
     for channel in range(side.low.shape[0]):
         axis.fill_between(times, side.low[channel], side.high[channel], linewidth=0.3,
                           color=CHANNEL_COLOURS[channel % len(CHANNEL_COLOURS)],
                           alpha=0.6 if side.channels > 1 else 1.0,
-                          label=_channel_name(channel, side.channels))
-    if 1 < side.channels <= len(CHANNEL_COLOURS):
+                          label=_channel_name(channel, side.channels) if side.channels > 1
+                          else None)
+    if 1 < side.channels <= len(CHANNEL_COLOURS) or side.speech.any():
         axis.legend(loc="upper right", fontsize="small")
     axis.set_ylim(-limit, limit)
     axis.yaxis.set_major_locator(MaxNLocator(5))  # every tick costs: drawing is mostly text

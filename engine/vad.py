@@ -23,6 +23,7 @@ Silero's own defaults (``get_speech_timestamps``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -33,10 +34,15 @@ from denoise.engine.dsp import k_weighting
 RATE = 16000
 WINDOW = 512  # samples at RATE: 32 ms
 WINDOW_S = WINDOW / RATE
+PIECE_WINDOWS = 250  # 8 s
+LEAD_WINDOWS = 16  # 0.5 s
 THRESHOLD = 0.5
 MIN_PAUSE_S = 0.1
 MIN_SPEECH_S = 0.25
 PAD_S = 0.03
+
+
+_MODEL_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=1)
@@ -55,41 +61,61 @@ def _model():
 
 class VoiceActivity:
     """Speech probabilities of ``[rows, n]`` blocks given in order, one per
-    32 ms window and row."""
+    32 ms window and row.
+
+    The network keeps its state inside itself, and one copy of it serves
+    every meter in the process (a file's two sides, the pool's threads):
+    so the signal is cut into pieces of ``PIECE_WINDOWS`` windows, each run
+    from a fresh state, one batch at a time, and each started
+    ``LEAD_WINDOWS`` early on the signal before it so that its state has
+    settled by its first window (the detector's state follows within a few
+    windows). The pieces of one block run side by side in one batch.
+    """
 
     def __init__(self, sample_rate: int, rows: int):
         self.sample_rate = sample_rate
         self.rows = rows
-        self.held = np.zeros((rows, 0), np.float32)
+        self.held = np.zeros((rows, LEAD_WINDOWS * WINDOW), np.float32)  # lead, then unseen
         self.probabilities: list[np.ndarray] = []
-        self.model = None
 
     def add(self, block: np.ndarray) -> None:
-        import torch
-
         from denoise.engine.dsp import resample
 
         block = np.asarray(block, dtype=np.float32)
         if block.shape[-1] == 0:
             return
-        if self.model is None:
-            self.model = _model()
-            self.model.reset_states()
-        joined = np.concatenate([self.held, resample(block, self.sample_rate, RATE)], axis=-1)
-        count = joined.shape[-1] // WINDOW
-        windows = torch.from_numpy(np.ascontiguousarray(joined[:, : count * WINDOW]))
-        with torch.inference_mode():
-            found = [self.model(windows[:, index * WINDOW: (index + 1) * WINDOW], RATE)
-                     for index in range(count)]
-        if found:
-            self.probabilities.append(torch.cat(found, dim=1).numpy())
-        self.held = joined[:, count * WINDOW:]
+        self.held = np.concatenate([self.held, resample(block, self.sample_rate, RATE)], axis=-1)
+        pieces = (self.held.shape[-1] - LEAD_WINDOWS * WINDOW) // (PIECE_WINDOWS * WINDOW)
+        if pieces:
+            self._run(pieces, PIECE_WINDOWS)
 
     def probability(self) -> np.ndarray:
-        """``[rows, windows]``."""
+        """``[rows, windows]``, the signal's last part included."""
+        rest = (self.held.shape[-1] - LEAD_WINDOWS * WINDOW) // WINDOW
+        if rest > 0:
+            self._run(1, rest)
         if not self.probabilities:
             return np.zeros((self.rows, 0), np.float32)
         return np.concatenate(self.probabilities, axis=1)
+
+    def _run(self, pieces: int, windows: int) -> None:
+        import torch
+
+        span = (LEAD_WINDOWS + windows) * WINDOW
+        step = windows * WINDOW
+        batch = np.stack([self.held[:, index * step: index * step + span]
+                          for index in range(pieces)], axis=1).reshape(-1, span)
+        model = _model()
+        signal = torch.from_numpy(np.ascontiguousarray(batch))
+        # The network keeps its state inside itself: one batch at a time,
+        # whichever thread of a pool asks.
+        with _MODEL_LOCK, torch.inference_mode():
+            model.reset_states()
+            found = torch.cat([model(signal[:, index * WINDOW: (index + 1) * WINDOW], RATE)
+                               for index in range(LEAD_WINDOWS + windows)], dim=1).numpy()
+        found = found[:, LEAD_WINDOWS:].reshape(self.rows, pieces * windows)
+        self.probabilities.append(found)
+        self.held = self.held[:, pieces * step:]
 
 
 class WindowPowers:

@@ -84,3 +84,18 @@ def test_the_gain_is_smooth_and_the_same_whatever_the_blocks(bench_data):
     # no step anywhere: at most 1 dB over any 50 ms
     span = RATE // 20
     assert np.abs(gains[span:] - gains[:-span]).max() < 1.0
+
+
+def test_voice_activity_from_threads_at_once_is_what_it_is_alone(bench_data):
+    # one network serves every meter; two threads once crashed the process
+    from concurrent.futures import ThreadPoolExecutor
+
+    from denoise.engine.vad import speech_probability
+
+    talk = conversation(12.0, 20.0, bench_data)
+    blocks = [talk.signal[None, i: i + RATE * 3] for i in range(0, len(talk.signal), RATE * 3)]
+    alone = speech_probability(blocks, RATE, 1)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda _: speech_probability(blocks, RATE, 1), range(4)))
+    for found in together:
+        assert np.array_equal(found, alone)

@@ -202,3 +202,15 @@ def test_plot_alone_goes_next_to_the_output(tmp_path, cli):
     assert result.exit_code == 0, result.output
     assert _png_size(tmp_path / "out" / "a.wav.png") == (1400, 700)
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_plots_shade_where_there_is_speech(tmp_path, bench_data):
+    from denoise.engine.plots import plot_data
+
+    speech, rate = sf.read(bench_data / "vctk__auspicious3000_autovc/p225/p225_003.wav",
+                           dtype="float32")
+    sf.write(tmp_path / "talk.wav", np.concatenate([np.zeros(2 * rate, np.float32), speech]),
+             rate)
+    shade = plot_data(tmp_path / "talk.wav").speech  # 32 ms windows
+    assert not shade[: round(1.9 / 0.032)].any()  # the silence first
+    assert shade[round(2.0 / 0.032):].mean() > 0.5  # then the utterance
