@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from denoise.engine.dsp import runs
+
 FRAME_S = 0.032
 HOP_S = 0.008
 BAND_EDGES_HZ = np.geomspace(250.0, 4000.0, 7)
@@ -84,9 +86,8 @@ class DecayMeter:
 def _decays(envelope: np.ndarray, shortest: int) -> list[float]:
     """Each free decay's time to fall 60 dB, in seconds."""
     falling = np.diff(envelope) < RISE_DB
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], falling.astype(np.int8), [0]])))
     times = []
-    for start, stop in zip(edges[::2], edges[1::2]):
+    for start, stop in runs(falling):
         if stop - start >= shortest and envelope[start] - envelope[stop] >= MIN_DROP_DB:
             run = envelope[start: stop + 1]
             slope = np.polyfit(np.arange(len(run)) * HOP_S, run, 1)[0]

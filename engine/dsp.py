@@ -7,6 +7,7 @@ frame length, one full-scale level.
 - :func:`frame_length` is the STFT size of every short-time analysis here:
   the next power of two at or above 32 ms (512 samples at 16 kHz, 2048 at
   44.1 and 48 kHz), so frames are as long at every rate within a factor of 2.
+- :func:`runs` finds the runs of ``True`` in a mask (speech, pauses, decays).
 - :func:`k_weighting` is the loudness filter of ITU-R BS.1770-4, for the
   loudness meters and the speech level of the leveler.
 """
@@ -47,6 +48,12 @@ def resample(signal, from_rate: int, to_rate: int):
 
     out = AF.resample(audio, from_rate, to_rate)[..., : max(1, round(length * to_rate / from_rate))]
     return out.numpy() if as_array else out
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each run of ``True`` in a 1-D ``mask``."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], np.asarray(mask, np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 def power_db(power: float) -> float:

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from denoise.engine.dsp import runs
 from denoise.engine.vad import WINDOW_S, SpeechMeter
 
 MAX_GAIN_DB = 15.0
@@ -61,6 +62,7 @@ LEVEL_S = 20.0
 SPLIT_PAUSE_S = 0.15
 SAME_VOICE_DB = 5.0
 MIN_VOICE_S = 0.5
+VOICE_LEVEL_S = 0.5  # the speech level that spans are cut on: syllables averaged out
 PAUSE_CONTEXT_S = 20.0
 SMOOTH_S = 0.3
 
@@ -123,17 +125,11 @@ def _gain_db(power: np.ndarray, speech: np.ndarray, max_gain_db: float) -> np.nd
     # nor above the typical gain of the speech about them, where the speech
     # next to a pause is a quieter phrase than its turn's
     reach = round(PAUSE_CONTEXT_S / WINDOW_S)
-    for start, stop in _runs(pause):
+    for start, stop in runs(pause):
         nearby = speech[max(0, start - reach): stop + reach]
         gains = gain[max(0, start - reach): stop + reach][nearby]
         gain[start:stop] = min(held[start], float(np.median(gains)))
     return gaussian_filter1d(gain, SMOOTH_S / WINDOW_S, mode="nearest")
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """``[start, stop)`` of each run of ``True`` in ``mask``."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return list(zip(edges[::2], edges[1::2]))
 
 
 def _voices(stretches: list[tuple[int, int]], power: np.ndarray,
@@ -145,7 +141,7 @@ def _voices(stretches: list[tuple[int, int]], power: np.ndarray,
     pause), and joined again across pauses where the level does not shift
     (one voice's sentences)."""
     spoken = np.flatnonzero(speech)
-    smoothed = gaussian_filter1d(power[spoken], 0.5 / WINDOW_S, mode="nearest")
+    smoothed = gaussian_filter1d(power[spoken], VOICE_LEVEL_S / WINDOW_S, mode="nearest")
     level = 10 * np.log10(np.maximum(smoothed, 1e-20))
     shortest = round(MIN_VOICE_S / WINDOW_S)
     cuts = set()

@@ -29,7 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from denoise.engine.dsp import k_weighting
+from denoise.engine.dsp import k_weighting, runs
 
 RATE = 16000
 WINDOW = 512  # samples at RATE: 32 ms
@@ -213,9 +213,7 @@ def _fill_runs(mask: np.ndarray, value: bool, shorter_than: int,
     """``mask`` with its runs of ``value`` shorter than ``shorter_than``
     windows flipped (``inner_only``: not the runs at either end)."""
     out = mask.copy()
-    inside = np.concatenate([[False], mask == value, [False]]).astype(np.int8)
-    edges = np.flatnonzero(np.diff(inside))
-    for start, stop in zip(edges[::2], edges[1::2]):
+    for start, stop in runs(mask == value):
         if inner_only and (start == 0 or stop == len(mask)):
             continue
         if stop - start < shorter_than:
