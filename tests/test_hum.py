@@ -108,4 +108,5 @@ def test_the_podcast_preset_looks_for_hum_and_dehum_off_overrides_it(clean, tmp_
                      "--method", "spectral", "--preset", "podcast", "--json", *extra)
         assert result.exit_code == 0, result.output
         repairs = json.loads(result.stdout.strip().splitlines()[-1])["repairs"]
-        assert (repairs[0].startswith(expected) if expected else repairs == []), repairs
+        hum_lines = [line for line in repairs if "hum" in line]
+        assert (hum_lines[0].startswith(expected) if expected else hum_lines == []), repairs
