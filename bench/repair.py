@@ -25,7 +25,10 @@ Hum and noise: 20 s of the same speech with a hum (50 Hz and 8 harmonics,
 60 Hz and 40) 20 dB below it and the crowd 10 dB below it, the default
 method with and without ``--dehum auto``.
 
-    python bench/repair.py [--seconds 60] [--only hum|hum+noise|reverb]
+Stream: the same hums through the causal stage of ``--stream`` and
+``--live``, each harmonic scored from when its removal is complete.
+
+    python bench/repair.py [--seconds 60] [--only hum|hum+noise|reverb|stream]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from scipy.signal import resample_poly
 
 from denoise.engine import enhance_array
 from denoise.engine.hum import find_hums, remove_hum
@@ -68,11 +72,12 @@ def clean_speech(seconds: float, data: Path | None = None) -> np.ndarray:
 
 
 def mains_hum(samples: int, mains_hz: float, harmonics: int, seed: int = 0,
-              start: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A drifting hum of unit RMS (zero before ``start``) and its phase track."""
+              start: int = 0, period_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A drifting hum of unit RMS (zero before ``start``) and its phase
+    track; the drift's period is ``period_s`` (the signal's length)."""
     rng = np.random.default_rng(seed)
     t = np.arange(samples) / RATE
-    period_s = max(samples / RATE, 1.0)
+    period_s = period_s or max(samples / RATE, 1.0)
     fundamental = mains_hz + DRIFT_HZ * np.sin(2 * np.pi * t / period_s + rng.uniform(0, 2 * np.pi))
     phase = 2 * np.pi * np.cumsum(fundamental) / RATE
     hum = np.zeros(samples)
@@ -85,10 +90,11 @@ def mains_hum(samples: int, mains_hz: float, harmonics: int, seed: int = 0,
 
 
 def with_hum(clean: np.ndarray, relative_db: float, mains_hz: float, harmonics: int,
-             start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             start: int = 0, period_s: float | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``clean`` plus a hum ``relative_db`` below its active speech level:
     the sum (float32), the hum and its phase track."""
-    hum, phase = mains_hum(len(clean), mains_hz, harmonics, start=start)
+    hum, phase = mains_hum(len(clean), mains_hz, harmonics, start=start, period_s=period_s)
     level = speech_levels([clean[None]], RATE, 1)[0]
     hum = hum * 10 ** ((level + relative_db) / 20)
     return (clean + hum).astype(np.float32), hum, phase
@@ -201,15 +207,85 @@ def hum_and_noise_table(seconds: float) -> None:
               flush=True)
 
 
+def stream_table(seconds: float) -> None:
+    """The causal stage of ``--stream`` and ``--live`` on the hums of the
+    offline table, fed in blocks of 20 ms: when it finds the hum, how many
+    of its harmonics it follows in the end, each one's reduction from the
+    moment its removal is complete (it learns, then fades in) to the end,
+    and the loudest line it takes out where the hum has none (speech's
+    harmonics, found by chance), against the speech's active level."""
+    from denoise.engine.hum_stream import HumCanceller
+
+    clean = clean_speech(seconds)
+    level = speech_levels([clean[None]], RATE, 1)[0]
+    block = RATE // 50
+    print(f"{seconds:g} s of VCTK speech at 16 kHz through the stream's hum stage, in blocks of "
+          "20 ms; each followed harmonic's reduction (dB, coherent) from when its removal is "
+          "complete")
+    print("| mains | harmonics | hum below speech | found at | followed | reduction min / median "
+          "| other lines taken out | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for mains_hz in (50.0, 60.0):
+        for harmonics in (8, 40):
+            for relative_db in (-20.0, -30.0, -45.0):
+                noisy, hum, phase = with_hum(clean, relative_db, mains_hz, harmonics)
+                canceller = HumCanceller(RATE, 1)
+                started = time.perf_counter()
+                out = np.concatenate([canceller.feed(noisy[None, at: at + block])[0]
+                                      for at in range(0, len(noisy), block)])
+                took = time.perf_counter() - started
+                tracker = canceller.trackers[0]
+                if tracker is None:
+                    print(f"| {mains_hz:g} | {harmonics} | {-relative_db:g} dB | none | | | | "
+                          f"{took:.1f} |")
+                    continue
+                reduction, others = [], []
+                for harmonic, joined in zip(tracker.harmonics.astype(int), tracker.joined):
+                    first = (round(canceller.found_at[0] * RATE + joined) + tracker.learn
+                             + tracker.fade)
+                    if harmonic <= harmonics:
+                        reduction.append(reductions_db(clean[first:], noisy[first:],
+                                                       out[first:], hum[first:], phase[first:],
+                                                       [harmonic])[0])
+                    else:
+                        line = harmonic_amplitudes((out - noisy)[first:], phase[first:],
+                                                   [harmonic])[0] / np.sqrt(2)
+                        others.append(20 * np.log10(line + 1e-12) - level)
+                other = f"{len(others)}, at most {max(others):.0f} dB" if others else "none"
+                print(f"| {mains_hz:g} | {harmonics} | {-relative_db:g} dB | "
+                      f"{canceller.found_at[0]:.0f} s | {len(reduction)} | "
+                      f"{min(reduction):.1f} / {np.median(reduction):.1f} | {other} | "
+                      f"{took:.1f} |", flush=True)
+    canceller = HumCanceller(RATE, 1)
+    untouched = np.concatenate([canceller.feed(clean[None, at: at + block])[0]
+                                for at in range(0, len(clean), block)])
+    print(f"clean speech alone: bit for bit {np.array_equal(untouched, clean)}")
+    for relative_db, harmonics in ((None, 0), (-20.0, 40)):
+        signal = clean if relative_db is None else with_hum(clean, relative_db, 60.0,
+                                                            harmonics)[0]
+        signal = resample_poly(signal, 3, 1).astype(np.float32)
+        canceller, hop, longest, total = HumCanceller(3 * RATE, 1), 3 * RATE // 100, 0.0, 0.0
+        for at in range(0, len(signal), hop):
+            started = time.perf_counter()
+            canceller.feed(signal[None, at: at + hop])
+            took = time.perf_counter() - started
+            longest, total = max(longest, took), total + took
+        what = "no hum" if relative_db is None else f"60 Hz, {harmonics} harmonics"
+        print(f"48 kHz, {what}: {total:.1f} s for {seconds:g} s ({100 * total / seconds:.1f} % "
+              f"of a core), the longest 10 ms hop {1000 * longest:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--only", choices=("hum", "hum+noise", "reverb"))
+    parser.add_argument("--only", choices=("hum", "hum+noise", "reverb", "stream"))
     args = parser.parse_args()
     if args.only in (None, "reverb"):
         reverb_table()
     if args.only in (None, "hum+noise"):
         hum_and_noise_table(min(args.seconds, 20.0))
+    if args.only in (None, "stream"):
+        stream_table(args.seconds)
     if args.only not in (None, "hum"):
         return
     clean = clean_speech(args.seconds)

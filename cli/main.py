@@ -59,7 +59,7 @@ LIVE = "Streaming and live"
 RAW_FORMATS = ("s16le", "s24le", "s32le", "f32le", "f64le", "u8")
 # What a stream or live run takes besides its own options: the enhancement's
 # settings that work block by block, and how much is printed.
-STREAM_TAKES = {"stream", "live", "raw", "rate", "channels", "hop_ms", "method", "dry",
+STREAM_TAKES = {"stream", "live", "raw", "rate", "channels", "hop_ms", "method", "dry", "dehum",
                 "atten_lim", "strength", "noise_file", "model", "weights", "quiet", "verbose",
                 "inputs", "output", "input_device", "virtual_mic", "fp16"}
 
@@ -172,8 +172,9 @@ def denoise(
         callback=_one_of(DEHUM_MODES, "dehum mode"),
         help="Find mains hum or buzz (auto: 50 or 60 Hz) in each file and take out its "
              "audible harmonics, following their drift, before the method; a file without "
-             "hum passes this step untouched. Files only, not --stream. [default: off; auto with "
-             "--preset podcast]")] = None,
+             "hum passes this step untouched. With --stream and --live: found in the last 6 s "
+             "and taken out from a second later, with no added latency. [default: off; auto "
+             "with --preset podcast]")] = None,
     dereverb: Annotated[float, typer.Option(
         metavar="STRENGTH", min=0.0, max=1.0, rich_help_panel=ENHANCE,
         help="Take out late room reverberation (WPE) before the method, 0 to 1: for a "
@@ -344,7 +345,8 @@ def denoise(
         raise typer.Exit(_stream_or_live(ctx, method, inputs, output, stream, live, raw, rate,
                                          channels,
                                          hop_ms, input_device, virtual_mic, quiet, verbose, dry,
-                                         atten_lim, strength, noise_file, model, weights, fp16))
+                                         atten_lim, strength, noise_file, model, weights, fp16,
+                                         dehum or "off"))
     if channels not in CHANNEL_MODES:
         _usage_error(f"--channels {channels}: a channel count is for --raw input; the modes "
                      f"are {', '.join(CHANNEL_MODES)}" if channels.isdigit() else
@@ -410,7 +412,7 @@ def _names(ctx: typer.Context, params: set[str]) -> str:
 
 def _stream_or_live(ctx, method, inputs, output, stream, live, raw, rate, channels, hop_ms,
                     input_device, virtual_mic, quiet, verbose, dry, atten_lim, strength,
-                    noise_file, model, weights, fp16) -> int:
+                    noise_file, model, weights, fp16, dehum) -> int:
     """``--stream`` and ``--live``: check what they can take, then run."""
     if stream and live:
         _usage_error("--stream and --live cannot be used together")
@@ -462,11 +464,12 @@ def _stream_or_live(ctx, method, inputs, output, stream, live, raw, rate, channe
     if method == "demucs" and not quiet:
         present.licence_note(model, weights)
     if stream:
-        return _pipe(spec, raw, rate, raw_channels, channels, dry, hop_ms, view)
-    return _live(spec, input_device, output, rate, channels, dry, hop_ms, virtual_mic, view)
+        return _pipe(spec, raw, rate, raw_channels, channels, dry, hop_ms, dehum, view)
+    return _live(spec, input_device, output, rate, channels, dry, hop_ms, dehum, virtual_mic,
+                 view)
 
 
-def _pipe(spec, raw, rate, raw_channels, channel_mode, dry, hop_ms, view) -> int:
+def _pipe(spec, raw, rate, raw_channels, channel_mode, dry, hop_ms, dehum, view) -> int:
     from denoise.engine.pipe import SAMPLE_FORMATS, StreamFormat, StreamFormatError, run_pipe
 
     try:
@@ -474,7 +477,7 @@ def _pipe(spec, raw, rate, raw_channels, channel_mode, dry, hop_ms, view) -> int
             fmt = (StreamFormat(rate, raw_channels, SAMPLE_FORMATS[raw], wav=False)
                    if raw else None)
         result = run_pipe(sys.stdin.fileno(), sys.stdout.buffer, spec, raw=fmt,
-                          channel_mode=channel_mode, dry=dry, hop_ms=hop_ms,
+                          channel_mode=channel_mode, dry=dry, hop_ms=hop_ms, dehum=dehum,
                           on_start=view.stream_started)
     except StreamFormatError as error:
         present.error(f"standard input: {error}")
@@ -491,8 +494,8 @@ def _pipe(spec, raw, rate, raw_channels, channel_mode, dry, hop_ms, view) -> int
     return 0
 
 
-def _live(spec, input_device, output_device, rate, channel_mode, dry, hop_ms, virtual_mic,
-          view) -> int:
+def _live(spec, input_device, output_device, rate, channel_mode, dry, hop_ms, dehum,
+          virtual_mic, view) -> int:
     from contextlib import nullcontext
 
     from denoise.engine.live import VirtualMicrophone, run_live
@@ -504,7 +507,7 @@ def _live(spec, input_device, output_device, rate, channel_mode, dry, hop_ms, vi
                 view.virtual_mic(mic)
                 output_device = "pulse"
             run_live(spec, as_device(input_device), as_device(output_device), rate,
-                     channel_mode, dry, hop_ms, on_status=view.live_status)
+                     channel_mode, dry, hop_ms, dehum, on_status=view.live_status)
     except KeyboardInterrupt as stop:  # Ctrl-C is how a live run ends
         view.live_ended()
         return 0 if getattr(stop, "signum", signal.SIGINT) == signal.SIGINT \

@@ -393,6 +393,10 @@ class StreamView:
                           markup=False)
 
     def stream_ended(self, result) -> None:
+        if not self.quiet:
+            for channel, hum in enumerate(result.hum, 1):
+                where = f"channel {channel}: " if len(result.hum) > 1 else ""
+                console.print(f"{where}{hum or 'no hum found'}", markup=False)
         if self.verbose:
             console.print(f"done: {result.samples_in} samples in, {result.samples_out} out",
                           markup=False)
@@ -434,4 +438,5 @@ def _live_line(status) -> str:
             f"{status.waiting_ms:.0f}, devices {status.device_ms:.0f} as PortAudio reports "
             f"them); compute "
             f"{status.compute_ms:.1f} ms per hop at most; underruns {status.underflows}, "
-            f"overruns {status.overflows}, gaps {status.gaps}")
+            f"overruns {status.overflows}, gaps {status.gaps}"
+            + (f"; {status.hum}" if status.hum else ""))

@@ -173,13 +173,14 @@ def find_hums(blocks: Callable[[], Iterable[np.ndarray]], sample_rate: int, rows
     it is called (it is read three times). ``mains``: ``auto``, ``50`` or
     ``60``."""
     candidates = MAINS_HZ if mains == "auto" else (float(mains),)
-    found = _detect(blocks, sample_rate, rows, candidates)
+    spectra = Spectra(sample_rate)
+    found = detect(spectra, lambda: spectra(blocks()), rows, candidates)
     return [None if item is None else _track(blocks, sample_rate, row, item)
             for row, item in enumerate(found)]
 
 
 @dataclass
-class _Detection:
+class Detection:
     fundamental_hz: np.ndarray  # [frames] per detection frame
     harmonics: np.ndarray
     present: np.ndarray  # [frames] bool
@@ -198,7 +199,7 @@ def _frames(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
         held = held[:, count * size:]
 
 
-class _Spectra:
+class Spectra:
     """Detection frames' log spectra, less their neighbourhoods' medians."""
 
     def __init__(self, sample_rate: int):
@@ -212,9 +213,14 @@ class _Spectra:
 
     def __call__(self, blocks) -> Iterator[np.ndarray]:
         for frame in _frames(blocks, self.size):
-            power = np.abs(np.fft.rfft(frame * self.window, self.length, axis=-1)[:, :self.bins]) ** 2
-            db = 10 * np.log10(power + 1e-20)
-            yield db - self._floor(db)
+            yield self.standing(frame)
+
+    def standing(self, frame: np.ndarray) -> np.ndarray:
+        """How far each bin of one frame ``[rows, size]`` stands above its
+        neighbourhood, dB, ``[rows, bins]``."""
+        power = np.abs(np.fft.rfft(frame * self.window, self.length, axis=-1)[:, :self.bins]) ** 2
+        db = 10 * np.log10(power + 1e-20)
+        return db - self._floor(db)
 
     def _floor(self, db: np.ndarray) -> np.ndarray:
         """The median over each bin's neighbourhood, ``[rows, bins]``: taken
@@ -238,11 +244,13 @@ class _Spectra:
         return standing[:, low] * (1 - fraction) + standing[:, low + 1] * fraction
 
 
-def _detect(blocks, sample_rate: int, rows: int, candidates) -> list[_Detection | None]:
-    spectra = _Spectra(sample_rate)
+def detect(spectra: Spectra, frames: Callable[[], Iterable[np.ndarray]], rows: int,
+           candidates) -> list[Detection | None]:
+    """Each row's hum, or ``None``, from the detection frames' spectra that
+    ``frames()`` gives (again each time it is called: it is read twice)."""
     grids = [np.arange(m - SEARCH_HZ, m + SEARCH_HZ + GRID_HZ / 2, GRID_HZ) for m in candidates]
     scores = [[] for _ in candidates]  # per candidate: [frames][rows, G]
-    for standing in spectra(blocks()):
+    for standing in frames():
         for which, grid in enumerate(grids):
             heights = spectra.heights(standing, grid, SCORE_HARMONICS)
             scores[which].append(np.clip(heights - LINE_DB, 0, None).sum(axis=-1))
@@ -275,7 +283,7 @@ def _detect(blocks, sample_rate: int, rows: int, candidates) -> list[_Detection 
     # every harmonic's height along each row's fundamental
     top = [None if item is None else int(spectra.top // item[1].max()) for item in choice]
     heights = [[] for _ in range(rows)]
-    for index, standing in enumerate(spectra(blocks())):
+    for index, standing in enumerate(frames()):
         for row, item in enumerate(choice):
             if item is not None:
                 heights[row].append(spectra.heights(standing[row: row + 1],
@@ -287,7 +295,7 @@ def _detect(blocks, sample_rate: int, rows: int, candidates) -> list[_Detection 
             continue
         _, fundamental, present = item
         harmonics = _audible(np.array(heights[row])[present])
-        found.append(_Detection(fundamental, harmonics, present) if _mains_like(harmonics)
+        found.append(Detection(fundamental, harmonics, present) if _mains_like(harmonics)
                      else None)
     return found
 
@@ -316,7 +324,7 @@ def _audible(heights: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.concatenate([low, high])) + 1
 
 
-def _track(blocks, sample_rate: int, row: int, found: _Detection) -> Hum:
+def _track(blocks, sample_rate: int, row: int, found: Detection) -> Hum:
     harmonics, present = found.harmonics, found.present
     fundamental = float(np.median(found.fundamental_hz[present]))
     frame = round(TRACK_PERIODS * sample_rate / fundamental)

@@ -102,6 +102,7 @@ class LiveStatus:
     underflows: int = 0
     gaps: int = 0
     compute_ms: float = 0.0
+    hum: str | None = None  # with --dehum, once found
     recent: deque = field(default_factory=lambda: deque(maxlen=LOAD_WINDOW))
 
     @property
@@ -116,7 +117,7 @@ class LiveStatus:
 
 def run_live(spec: backends.BackendSpec, input_device=None, output_device=None,
              sample_rate: int | None = None, channel_mode: str = "each", dry: float = 0.0,
-             hop_ms: float | None = None,
+             hop_ms: float | None = None, dehum: str = "off",
              on_status: Callable[[LiveStatus], None] | None = None,
              seconds: float | None = None) -> LiveStatus:
     """Enhance ``input_device`` into ``output_device`` (names, parts of names
@@ -135,7 +136,7 @@ def run_live(spec: backends.BackendSpec, input_device=None, output_device=None,
     # A model's own rate, where it has one: the sound server converts (it does
     # anyway, to the device's rate), and nothing is resampled twice.
     rate = int(sample_rate or backend_rate or 48_000)
-    stream = open_stream(spec, rate, 1, channel_mode, dry, hop_ms)
+    stream = open_stream(spec, rate, 1, channel_mode, dry, hop_ms, dehum)
     hop = stream.hop_samples
     latency = stream.latency_samples
     waiting = -latency % hop + hop // 4 + SLACK_HOPS * hop
@@ -147,7 +148,8 @@ def run_live(spec: backends.BackendSpec, input_device=None, output_device=None,
         raise UsageError(f"cannot open the audio devices at {rate} Hz: {error}") from None
     with device:
         try:
-            _run(device, stream, status, hop, on_status, seconds)
+            _run(device, stream, status, hop, on_status, seconds,
+                 (lambda: stream.found()[0]) if dehum != "off" else (lambda: None))
         finally:
             status.compute_ms = max(status.recent, default=0.0)
             if on_status is not None:
@@ -155,7 +157,8 @@ def run_live(spec: backends.BackendSpec, input_device=None, output_device=None,
     return status
 
 
-def _run(device, stream, status: LiveStatus, hop: int, on_status, seconds: float | None) -> None:
+def _run(device, stream, status: LiveStatus, hop: int, on_status, seconds: float | None,
+         hum: Callable[[], str | None]) -> None:
     """The loop: read a hop, enhance it, write the hop that is ready."""
     status.device_ms = 1000 * sum(device.latency)
     device.write(np.zeros((hop * SLACK_HOPS, 1), dtype=np.float32))
@@ -174,6 +177,7 @@ def _run(device, stream, status: LiveStatus, hop: int, on_status, seconds: float
         status.overflows += bool(overflowed)
         if on_status is not None and time.monotonic() - last_report >= STATUS_S:
             status.compute_ms = max(status.recent)
+            status.hum = hum()
             on_status(status)
             last_report = time.monotonic()
 

