@@ -56,7 +56,7 @@ from denoise.engine.hum import FRAME_S, MAINS_HZ, TRACK_PERIODS, Spectra, detect
 DETECT_S = 6.0
 DETECT_EVERY_S = 2.0
 CONFIRM = 3  # looks in a row that must find a hum (10 s of it)
-CONFIRM_HZ = 0.2  # with fundamentals this close
+CONFIRM_HZ = 0.4  # with fundamentals this close (a fast drift moves 0.1 Hz a second)
 ENVELOPE_S = 1.0
 REFERENCE_S = 5.0
 SPREAD_S = 0.1
